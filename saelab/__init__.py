@@ -1,0 +1,25 @@
+"""saelab: a Jupyter-first workbook for sparse autoencoders on language-model activations.
+
+The library is thin on purpose: notebooks call these helpers in one or two lines and keep the ideas visible.
+"""
+
+from saelab._version import __version__
+from saelab.activations import Activations, extract, hook_names, last_occurrence, load_activations
+from saelab.config import cache_dir, smoke_mode
+from saelab.models import ModelNotAvailableError, load_model, tiny_model
+from saelab.tasks import (
+    ClassificationTask,
+    LabelledTexts,
+    TaskNotAvailableError,
+    WiCPair,
+    WiCTask,
+    available_tasks,
+    load_task,
+)
+
+__all__ = [
+    "__version__", "Activations", "extract", "hook_names", "last_occurrence", "load_activations",
+    "cache_dir", "smoke_mode", "ModelNotAvailableError", "load_model", "tiny_model",
+    "ClassificationTask", "LabelledTexts", "TaskNotAvailableError", "WiCPair", "WiCTask", "available_tasks",
+    "load_task",
+]

@@ -1,0 +1,491 @@
+"""Activation extraction: run texts through a model, read hook points, pool over real tokens, cache on disk.
+
+The model stops after the last block a requested hook needs (`stop_at_layer`), texts are batched by similar length
+so little compute goes to padding, and large extractions stream to disk in shards that a later call verifies and
+resumes. Pooling only ever sees real tokens: the attention mask removes padding (Gemma pads on the left) and the BOS
+token is skipped unless asked for.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import torch
+from safetensors import safe_open
+from tqdm.auto import tqdm
+
+from saelab._version import __version__
+from saelab.config import cache_dir
+from saelab.io import read_json, save_tensors, sha256_file, sha256_text, write_json
+from saelab.models import model_fingerprint, model_name
+
+POOLINGS = ("none", "mean", "max", "sum", "last")
+_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Position selectors
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TextTokens:
+    """One text as the model sees it, real tokens only (position 0 is BOS when the tokenizer adds one)."""
+
+    index: int
+    text: str
+    token_ids: list[int]
+    offsets: list[tuple[int, int]]  # character span of each token in `text`; (0, 0) for special tokens
+
+
+class LastOccurrence:
+    """Select the last token of the last whole-word occurrence of a word in each text (case-insensitive).
+
+    `words` is one word for every text, or one word per text (for example each WiC pair's target word).
+    PS-Eval reads the SAE code here: the last position of the target word's copy in ``"... The {word} means"``.
+    """
+
+    def __init__(self, words: str | Sequence[str]):
+        self.words = words
+
+    @property
+    def spec(self) -> str:
+        words = [self.words] if isinstance(self.words, str) else list(self.words)
+        return "last_occurrence:" + sha256_text(*words)[:16]
+
+    def _word(self, index: int) -> str:
+        return self.words if isinstance(self.words, str) else self.words[index]
+
+    def __call__(self, tokens: TextTokens) -> list[int]:
+        word = self._word(tokens.index)
+        matches = list(re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", tokens.text, flags=re.IGNORECASE))
+        if not matches:
+            return []
+        start, end = matches[-1].span()
+        covering = [i for i, (a, b) in enumerate(tokens.offsets) if b > a and a < end and b > start]
+        return covering[-1:]
+
+
+def last_occurrence(words: str | Sequence[str]) -> LastOccurrence:
+    """Position selector: the last token of the last occurrence of `words` (one word, or one per text)."""
+    return LastOccurrence(words)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The result
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Activations:
+    """Activations for a list of texts at one or more hooks.
+
+    Pooled extractions hold one row per text (`acts[hook]` is ``[n_texts, d]``). With ``pooling="none"`` rows are
+    tokens: ``[n_tokens, d]`` in text order, `lengths[i]` tokens for text i, with their `token_ids`.
+    """
+
+    hooks: list[str]
+    pooling: str
+    acts: dict[str, torch.Tensor]
+    lengths: torch.Tensor  # tokens kept per text (pooled: number of positions pooled)
+    token_ids: torch.Tensor | None = None  # [n_tokens] when pooling == "none"
+    meta: dict = field(default_factory=dict)
+    folder: Path | None = None  # the cache folder this came from, when cached
+
+    def __getitem__(self, hook: str) -> torch.Tensor:
+        if hook not in self.acts:
+            raise KeyError(f"No activations for hook '{hook}'; this extraction has: {self.hooks}")
+        return self.acts[hook]
+
+    @property
+    def tensor(self) -> torch.Tensor:
+        """The activations of the only hook (an error when several hooks were extracted)."""
+        if len(self.hooks) != 1:
+            raise ValueError(f"Several hooks were extracted ({self.hooks}); index by hook name instead.")
+        return self.acts[self.hooks[0]]
+
+    @property
+    def offsets(self) -> torch.Tensor:
+        """Row where each text starts (token-level extractions), plus the total at the end."""
+        return torch.cat([torch.zeros(1, dtype=torch.long), self.lengths.cumsum(0)])
+
+    def text_rows(self, i: int, hook: str | None = None) -> torch.Tensor:
+        """The token rows of text `i` (pooling="none")."""
+        start, end = self.offsets[i].item(), self.offsets[i + 1].item()
+        return (self.acts[hook] if hook else self.tensor)[start:end]
+
+    def __repr__(self) -> str:
+        shapes = {h: tuple(t.shape) for h, t in self.acts.items()}
+        return f"Activations(pooling={self.pooling!r}, shapes={shapes}, model={self.meta.get('model')!r})"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Extraction
+# ----------------------------------------------------------------------------------------------------------------
+
+def extract(
+    model,
+    texts: Sequence[str],
+    hook: str | Sequence[str],
+    pooling: str = "mean",
+    *,
+    batch_size: int = 32,
+    include_bos: bool = False,
+    positions: Callable[[TextTokens], Sequence[int]] | None = None,
+    max_length: int = 512,
+    cache: bool | str | Path | None = None,
+    shard_size: int = 2048,
+    allow_missing: bool = False,
+    dataset: str | None = None,
+    progress: bool = True,
+) -> Activations:
+    """Extract activations of `texts` at `hook` (a name or a list of names), pooled over real tokens.
+
+    Args:
+        model: a TransformerLens `TransformerBridge` (from `saelab.load_model`).
+        texts: the texts; each becomes one row (pooled) or one row per token (``pooling="none"``).
+        hook: hook name(s), e.g. ``"blocks.6.hook_resid_post"``; several hooks share one forward pass, which
+            stops after the deepest block needed.
+        pooling: ``"none"`` (per token), ``"mean"``, ``"max"``, ``"sum"`` or ``"last"``.
+        batch_size: texts per forward pass; texts are grouped by length, so padding costs little.
+        include_bos: pool the BOS position too (it carries a large, content-free activation, so it is off).
+        positions: optional selector giving, for each text, the token positions to keep (see `last_occurrence`);
+            pooling then runs over those positions only.
+        max_length: texts longer than this many tokens are truncated (counted in `meta["n_truncated"]`).
+        cache: None/False (no cache), True (saelab's cache folder, keyed by model, hooks, options and texts) or a
+            folder. A cache is verified before use; a corrupt or mismatched one is rebuilt. Shards are written as
+            they complete, so an interrupted call resumes where it stopped.
+        shard_size: texts per shard on disk.
+        allow_missing: when a selector finds no position in a text, fill NaN and record it in
+            `meta["missing"]` instead of raising.
+        dataset: a name recorded in the metadata (for example the task name).
+    """
+    texts = _check_texts(texts)
+    hooks = _check_hooks(model, hook)
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling '{pooling}'. Choose one of {POOLINGS}.")
+    if batch_size < 1 or shard_size < 1 or max_length < 1:
+        raise ValueError("batch_size, shard_size and max_length must all be positive integers.")
+    if positions is not None and cache and not hasattr(positions, "spec"):
+        raise ValueError(
+            "A cached extraction needs a position selector with a `spec` string that identifies it "
+            "(like saelab.last_occurrence); give it one, or pass cache=None."
+        )
+
+    meta = {
+        "model": model_name(model),
+        "model_fingerprint": model_fingerprint(model),
+        "model_source": getattr(model, "saelab_source", "unknown"),
+        "hooks": hooks,
+        "pooling": pooling,
+        "include_bos": include_bos,
+        "positions": getattr(positions, "spec", None if positions is None else "callable"),
+        "max_length": max_length,
+        "n_texts": len(texts),
+        "dataset": dataset,
+        "dataset_fingerprint": sha256_text(*texts),
+        "shard_size": shard_size,
+        "saelab_version": __version__,
+    }
+    meta["cache_key"] = sha256_text(*(f"{k}={meta[k]}" for k in sorted(meta) if k != "dataset"))
+
+    extractor = _Extractor(model, hooks, pooling, batch_size, include_bos, positions, max_length, allow_missing)
+    shards = [range(start, min(start + shard_size, len(texts))) for start in range(0, len(texts), shard_size)]
+    bar = tqdm(total=len(texts), desc=f"extract {pooling}", unit="text", disable=not progress)
+    try:
+        if not cache:
+            parts = []
+            for shard in shards:
+                parts.append(extractor.run([texts[i] for i in shard], shard.start))
+                bar.update(len(shard))
+            result = _concat(parts, hooks)
+            meta.update(result.pop("_stats"))
+            return _as_activations(result, hooks, pooling, meta, None)
+        folder = Path(cache_dir("activations") / meta["cache_key"][:24]) if cache is True else Path(cache)
+        return _extract_cached(extractor, texts, shards, folder, meta, bar)
+    finally:
+        bar.close()
+
+
+def _check_texts(texts: Sequence[str]) -> list[str]:
+    if isinstance(texts, str):
+        raise TypeError("`texts` must be a list of strings, not a single string: wrap it as [text].")
+    texts = list(texts)
+    if not texts:
+        raise ValueError("`texts` is empty: give at least one text to extract activations from.")
+    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
+    if bad:
+        raise ValueError(
+            f"{len(bad)} item(s) of `texts` are not non-empty strings (first at index {bad[0]}: "
+            f"{texts[bad[0]]!r}); drop or fix them before extracting."
+        )
+    return texts
+
+
+def hook_names(model) -> list[str]:
+    """Every hook name the model accepts, including TransformerLens' classic aliases."""
+    return sorted(model.hook_dict)
+
+
+def _check_hooks(model, hook: str | Sequence[str]) -> list[str]:
+    hooks = [hook] if isinstance(hook, str) else list(hook)
+    if not hooks:
+        raise ValueError("No hook given: pass a hook name such as 'blocks.6.hook_resid_post'.")
+    valid = set(model.hook_dict)
+    for name in hooks:
+        if name not in valid:
+            close = difflib.get_close_matches(name, sorted(valid), n=5, cutoff=0.6)
+            layer_hint = ""
+            match = _BLOCK_HOOK.match(name)
+            if match and int(match.group(1)) >= model.cfg.n_layers:
+                layer_hint = f" The model has {model.cfg.n_layers} blocks (0..{model.cfg.n_layers - 1})."
+            raise ValueError(
+                f"Unknown hook '{name}'.{layer_hint} Close valid names: {close or 'none'}. "
+                "See saelab.activations.hook_names(model) for all of them."
+            )
+    return list(dict.fromkeys(hooks))
+
+
+def _stop_at_layer(model, hooks: list[str]) -> int | None:
+    """Run only the blocks the hooks need; None (full model) when a hook lies after the last block."""
+    layers = []
+    for name in hooks:
+        match = _BLOCK_HOOK.match(name)
+        if match:
+            layers.append(int(match.group(1)))
+        elif name.startswith(("embed", "hook_embed", "pos_embed", "hook_pos_embed", "rotary_emb")):
+            layers.append(0)
+        else:
+            return None
+    stop = max(layers) + 1
+    return stop if stop < model.cfg.n_layers else None
+
+
+class _Extractor:
+    """Runs batches of texts through the model and pools their activations; one instance per `extract` call."""
+
+    def __init__(self, model, hooks, pooling, batch_size, include_bos, positions, max_length, allow_missing):
+        self.model, self.hooks, self.pooling = model, hooks, pooling
+        self.batch_size, self.include_bos, self.positions = batch_size, include_bos, positions
+        self.max_length, self.allow_missing = max_length, allow_missing
+        self.stop_at_layer = _stop_at_layer(model, hooks)
+        self.tokenizer = model.tokenizer
+        self.device = next(model.parameters()).device
+
+    def run(self, texts: list[str], first_index: int) -> dict:
+        """Extract one shard of texts; returns per-text tensors in the shard's original order."""
+        encoded = self.tokenizer(
+            texts, add_special_tokens=True, return_offsets_mapping=self.positions is not None
+        )
+        n_truncated = sum(len(x) > self.max_length for x in encoded["input_ids"])
+        ids = [x[: self.max_length] for x in encoded["input_ids"]]
+        keep = [self._kept_positions(i, first_index, texts, ids[i], encoded) for i in range(len(texts))]
+        # Similar lengths share a batch: padding is wasted compute.
+        order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+        rows: dict[int, dict[str, torch.Tensor]] = {}
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start:start + self.batch_size]
+            for i, per_hook in zip(batch, self._forward([ids[i] for i in batch], [keep[i] for i in batch])):
+                rows[i] = per_hook
+        out = {h: [rows[i][h] for i in range(len(texts))] for h in self.hooks}
+        out["_lengths"] = [len(k) for k in keep]
+        out["_token_ids"] = [torch.tensor([ids[i][p] for p in keep[i]], dtype=torch.long) for i in range(len(texts))]
+        out["_missing"] = [first_index + i for i, k in enumerate(keep) if not k]
+        out["_n_truncated"] = n_truncated
+        out["_n_tokens"] = sum(len(i) for i in ids)
+        return out
+
+    def _kept_positions(self, i: int, first_index: int, texts: list[str], ids: list[int], encoded) -> list[int]:
+        has_bos = self.tokenizer.bos_token_id is not None and ids[:1] == [self.tokenizer.bos_token_id]
+        if self.positions is None:
+            start = 0 if (self.include_bos or not has_bos) else 1
+            return list(range(start, len(ids)))
+        offsets = [tuple(o) for o in encoded["offset_mapping"][i][: len(ids)]]
+        info = TextTokens(first_index + i, texts[i], list(ids), offsets)
+        chosen = sorted(set(int(p) for p in self.positions(info)))
+        if any(p < 0 or p >= len(ids) for p in chosen):
+            raise ValueError(f"Position selector returned {chosen} for text {first_index + i} of {len(ids)} tokens.")
+        if not chosen and not self.allow_missing:
+            raise ValueError(
+                f"The position selector found no position in text {first_index + i}: {texts[i][:80]!r}. "
+                "Fix the text or selector, or pass allow_missing=True to fill NaN and record it in meta['missing']."
+            )
+        return chosen
+
+    @torch.no_grad()
+    def _forward(self, batch_ids: list[list[int]], batch_keep: list[list[int]]) -> list[dict[str, torch.Tensor]]:
+        width = max(len(x) for x in batch_ids)
+        pad = self.tokenizer.pad_token_id or 0
+        # Left padding, as Gemma's tokenizer does: position p of a text sits at column width - len + p.
+        tokens = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
+        _, cache = self.model.run_with_cache(
+            tokens, attention_mask=mask, names_filter=self.hooks, stop_at_layer=self.stop_at_layer,
+            return_cache_object=False,
+        )
+        results = []
+        for row, (ids, keep) in enumerate(zip(batch_ids, batch_keep)):
+            columns = [width - len(ids) + p for p in keep]
+            results.append({h: self._pool(cache[h][row, columns].float().cpu()) for h in self.hooks})
+        return results
+
+    def _pool(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pooling == "none":
+            return x
+        if x.shape[0] == 0:  # only with allow_missing: a recorded gap, never a silent zero
+            return torch.full(x.shape[1:], float("nan"))
+        if self.pooling == "mean":
+            return x.mean(0)
+        if self.pooling == "max":
+            return x.max(0).values
+        if self.pooling == "sum":
+            return x.sum(0)
+        return x[-1]
+
+
+def _concat(parts: list[dict], hooks: list[str]) -> dict:
+    """Join shard results (lists of per-text tensors) into one dict of tensors."""
+    stack = torch.cat if parts and parts[0][hooks[0]] and parts[0][hooks[0]][0].dim() == 2 else torch.stack
+    out = {h: stack([t for p in parts for t in p[h]]) for h in hooks}
+    out["lengths"] = torch.tensor([n for p in parts for n in p["_lengths"]], dtype=torch.long)
+    out["token_ids"] = torch.cat([t for p in parts for t in p["_token_ids"]])
+    out["_stats"] = {
+        "missing": [i for p in parts for i in p["_missing"]],
+        "n_truncated": sum(p["_n_truncated"] for p in parts),
+        "n_tokens": sum(p["_n_tokens"] for p in parts),
+    }
+    return out
+
+
+def _as_activations(tensors: dict, hooks, pooling, meta, folder) -> Activations:
+    return Activations(
+        hooks=list(hooks), pooling=pooling, acts={h: tensors[h] for h in hooks}, lengths=tensors["lengths"],
+        token_ids=tensors["token_ids"] if pooling == "none" else None, meta=meta, folder=folder,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The on-disk cache: one safetensors file per shard, a manifest written after each shard
+# ----------------------------------------------------------------------------------------------------------------
+
+MANIFEST = "manifest.json"
+
+
+def _extract_cached(extractor: _Extractor, texts, shards, folder: Path, meta: dict, bar) -> Activations:
+    manifest = _valid_manifest(folder, meta)
+    done: dict = manifest["shards"]
+    todo = []
+    for number, shard in enumerate(shards):
+        entry = done.get(str(number))
+        if entry and _shard_intact(folder, entry):
+            bar.update(len(shard))
+        else:
+            if entry:
+                warnings.warn(f"Activation cache shard {entry['file']} in {folder} is corrupt; recomputing it.")
+                done.pop(str(number))
+            todo.append((number, shard))
+    for number, shard in todo:
+        part = extractor.run([texts[i] for i in shard], shard.start)
+        tensors = _concat([part], extractor.hooks)
+        stats = tensors.pop("_stats")
+        file = f"shard_{number:05d}.safetensors"
+        save_tensors(tensors, folder / file)
+        done[str(number)] = {"file": file, "sha256": sha256_file(folder / file), **stats}
+        manifest["complete"] = len(done) == len(shards)
+        write_json(folder / MANIFEST, manifest)  # progress survives an interruption here
+        bar.update(len(shard))
+    if not manifest["complete"]:
+        manifest["complete"] = True
+        write_json(folder / MANIFEST, manifest)
+    return load_activations(folder, verify=False)
+
+
+def _valid_manifest(folder: Path, meta: dict) -> dict:
+    """The folder's manifest when it belongs to this exact extraction; otherwise a fresh one (old shards dropped)."""
+    path = folder / MANIFEST
+    fresh = {"meta": meta, "shards": {}, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    if not path.exists():
+        folder.mkdir(parents=True, exist_ok=True)
+        return fresh
+    try:
+        manifest = read_json(path)
+        same = manifest["meta"]["cache_key"] == meta["cache_key"]
+    except (ValueError, KeyError, OSError):
+        warnings.warn(f"Activation cache manifest {path} is unreadable; rebuilding the cache.")
+        same, manifest = False, None
+    if manifest is not None and not same:
+        warnings.warn(
+            f"Activation cache {folder} was made for different inputs (model, hooks, options or texts); rebuilding it."
+        )
+    if not same:
+        for old in folder.glob("shard_*.safetensors"):
+            old.unlink()
+        return fresh
+    return manifest
+
+
+def _shard_intact(folder: Path, entry: dict) -> bool:
+    path = folder / entry["file"]
+    return path.exists() and sha256_file(path) == entry["sha256"]
+
+
+def load_activations(folder: str | Path, verify: bool = True) -> Activations:
+    """Load a cached extraction; with `verify`, every shard's checksum is checked first."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not path.exists():
+        raise FileNotFoundError(f"No activation cache at {folder} (no {MANIFEST}); run saelab.extract(..., cache=...).")
+    manifest = read_json(path)
+    if not manifest.get("complete"):
+        raise ValueError(f"The activation cache at {folder} is incomplete; call extract() again to resume it.")
+    entries = [manifest["shards"][k] for k in sorted(manifest["shards"], key=int)]
+    if verify:
+        bad = [e["file"] for e in entries if not _shard_intact(folder, e)]
+        if bad:
+            raise ValueError(f"Corrupt or missing shard(s) in {folder}: {bad}; call extract() again to rebuild.")
+    meta = dict(manifest["meta"])
+    hooks = meta["hooks"]
+    parts = [_read_shard(folder / e["file"]) for e in entries]
+    tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    meta["missing"] = [i for e in entries for i in e["missing"]]
+    meta["n_truncated"] = sum(e["n_truncated"] for e in entries)
+    meta["n_tokens"] = sum(e["n_tokens"] for e in entries)
+    return _as_activations(tensors, hooks, meta["pooling"], meta, folder)
+
+
+def _read_shard(path: Path) -> dict[str, torch.Tensor]:
+    with safe_open(str(path), framework="pt") as handle:
+        return {key: handle.get_tensor(key) for key in handle.keys()}
+
+
+class ShardedTokens:
+    """Token-level activations of one hook read shard by shard from a cache folder (never all in RAM).
+
+    It is the chunked source the SAE trainer streams from: ``len()`` shards, ``chunk(i)`` loads shard i.
+    """
+
+    def __init__(self, folder: str | Path, hook: str):
+        self.folder = Path(folder)
+        manifest = read_json(self.folder / MANIFEST)
+        if manifest["meta"]["pooling"] != "none":
+            raise ValueError("ShardedTokens needs a token-level extraction (pooling='none').")
+        if hook not in manifest["meta"]["hooks"]:
+            raise ValueError(f"Hook '{hook}' is not in this cache; it has {manifest['meta']['hooks']}.")
+        self.hook, self.meta = hook, manifest["meta"]
+        self.files = [self.folder / manifest["shards"][k]["file"] for k in sorted(manifest["shards"], key=int)]
+        with safe_open(str(self.files[0]), framework="pt") as handle:
+            self.d_in = handle.get_slice(hook).get_shape()[1]
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def chunk(self, i: int) -> torch.Tensor:
+        with safe_open(str(self.files[i]), framework="pt") as handle:
+            return handle.get_tensor(self.hook)
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        return (self.chunk(i) for i in range(len(self)))

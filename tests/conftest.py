@@ -1,0 +1,22 @@
+"""Shared fixtures: a tiny random bridge for fast unit tests and the embedded Gemma 3 270M for the few real ones."""
+
+import os
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session")
+def tiny():
+    from saelab.models import tiny_model
+
+    return tiny_model(seed=0)
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from saelab.models import load_model
+
+    return load_model("gemma-3-270m", device="cpu")
