@@ -9,6 +9,7 @@ token is skipped unless asked for.
 from __future__ import annotations
 
 import difflib
+import functools
 import re
 import time
 import warnings
@@ -117,6 +118,20 @@ class Activations:
         """The token rows of text `i` (pooling="none")."""
         start, end = self.offsets[i].item(), self.offsets[i + 1].item()
         return (self.acts[hook] if hook else self.tensor)[start:end]
+
+    def pool(self, pooling: str) -> "Activations":
+        """Pool a token-level extraction into one row per text, as `extract(..., pooling=pooling)` would.
+
+        Handy for comparing poolings: extract once with ``pooling="none"``, then pool as often as you like.
+        """
+        if self.pooling != "none":
+            raise ValueError(f"Only token-level activations can be pooled; these are already {self.pooling!r}-pooled.")
+        if pooling not in POOLINGS[1:]:
+            raise ValueError(f"Unknown pooling '{pooling}'. Choose one of {POOLINGS[1:]}.")
+        text_of_row = torch.repeat_interleave(torch.arange(len(self.lengths)), self.lengths)
+        pooled = {hook: _pool_segments(x, text_of_row, self.lengths, pooling) for hook, x in self.acts.items()}
+        meta = {**self.meta, "pooling": pooling}
+        return Activations(self.hooks, pooling, pooled, self.lengths.clone(), None, meta, self.folder)
 
     def __repr__(self) -> str:
         shapes = {h: tuple(t.shape) for h, t in self.acts.items()}
@@ -251,7 +266,7 @@ def _check_hooks(model, hook: str | Sequence[str]) -> list[str]:
 
 
 def _stop_at_layer(model, hooks: list[str]) -> int | None:
-    """Run only the blocks the hooks need; None (full model) when a hook lies after the last block."""
+    """The first block not needed by the hooks; None when a hook lies after the last block (final norm, logits)."""
     layers = []
     for name in hooks:
         match = _BLOCK_HOOK.match(name)
@@ -261,8 +276,15 @@ def _stop_at_layer(model, hooks: list[str]) -> int | None:
             layers.append(0)
         else:
             return None
-    stop = max(layers) + 1
-    return stop if stop < model.cfg.n_layers else None
+    return max(layers) + 1
+
+
+class _StopForward(Exception):
+    """Raised by a hook once every requested activation is captured: the rest of the model never runs."""
+
+
+def _raise_stop(activation, hook):
+    raise _StopForward
 
 
 class _Extractor:
@@ -323,10 +345,24 @@ class _Extractor:
         # Left padding, as Gemma's tokenizer does: position p of a text sits at column width - len + p.
         tokens = torch.tensor([[pad] * (width - len(x)) + x for x in batch_ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in batch_ids], device=self.device)
-        _, cache = self.model.run_with_cache(
-            tokens, attention_mask=mask, names_filter=self.hooks, stop_at_layer=self.stop_at_layer,
-            return_cache_object=False,
-        )
+        captured: dict[str, torch.Tensor] = {}
+
+        def capture(activation, hook, name):
+            captured[name] = activation
+
+        fwd_hooks = [(name, functools.partial(capture, name=name)) for name in self.hooks]
+        stop = self.stop_at_layer
+        if stop is not None and stop >= self.model.cfg.n_layers:
+            # The bridge's stop_at_layer cannot stop after the last block; stopping at the final norm spares
+            # the unembedding, which for Gemma's 262k-token vocabulary costs as much as all blocks together.
+            fwd_hooks.append(("ln_final.hook_in", _raise_stop))
+            stop = None
+        with self.model.hooks(fwd_hooks=fwd_hooks):
+            try:
+                self.model(tokens, attention_mask=mask, stop_at_layer=stop)
+            except _StopForward:
+                pass
+        cache = captured
         results = []
         for row, (ids, keep) in enumerate(zip(batch_ids, batch_keep)):
             columns = [width - len(ids) + p for p in keep]
@@ -336,15 +372,24 @@ class _Extractor:
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "none":
             return x
-        if x.shape[0] == 0:  # only with allow_missing: a recorded gap, never a silent zero
-            return torch.full(x.shape[1:], float("nan"))
-        if self.pooling == "mean":
-            return x.mean(0)
-        if self.pooling == "max":
-            return x.max(0).values
-        if self.pooling == "sum":
-            return x.sum(0)
-        return x[-1]
+        segment = torch.zeros(len(x), dtype=torch.long)
+        return _pool_segments(x, segment, torch.tensor([len(x)]), self.pooling)[0]
+
+
+def _pool_segments(x: torch.Tensor, segment: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+    """Pool rows of `x` that share a segment id; an empty segment gives NaN (a recorded gap, never a silent 0)."""
+    n = len(lengths)
+    if pooling == "last":
+        out = x[(lengths.cumsum(0) - 1).clamp(min=0)].clone()
+    elif pooling == "max":
+        out = torch.full((n, x.shape[1]), float("-inf"), dtype=x.dtype)
+        out.scatter_reduce_(0, segment[:, None].expand_as(x), x, reduce="amax")
+    else:
+        out = torch.zeros((n, x.shape[1]), dtype=x.dtype).index_add_(0, segment, x)
+        if pooling == "mean":
+            out /= lengths.clamp(min=1)[:, None].to(x.dtype)
+    out[lengths == 0] = float("nan")
+    return out
 
 
 def _concat(parts: list[dict], hooks: list[str]) -> dict:

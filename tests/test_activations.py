@@ -46,17 +46,29 @@ def test_include_bos_adds_the_bos_row(tiny):
 
 def test_several_hooks_in_one_pass_and_stop_at_layer(tiny, monkeypatch):
     seen = []
-    original = tiny.run_with_cache
+    original = tiny.forward
 
     def spy(*args, **kwargs):
         seen.append(kwargs["stop_at_layer"])
         return original(*args, **kwargs)
 
-    monkeypatch.setattr(tiny, "run_with_cache", spy)
+    monkeypatch.setattr(tiny, "forward", spy)
     acts = extract(tiny, TEXTS, ["blocks.0.hook_resid_pre", "blocks.0.hook_mlp_out"], "mean", progress=False)
     assert set(acts.acts) == {"blocks.0.hook_resid_pre", "blocks.0.hook_mlp_out"}
     assert seen and all(stop == 1 for stop in seen)  # block 1 never runs
-    assert activations._stop_at_layer(tiny, ["blocks.1.hook_resid_post"]) is None  # the last block: full model
+    assert activations._stop_at_layer(tiny, ["ln_final.hook_normalized"]) is None  # after the blocks: full model
+
+
+def test_last_block_hook_skips_the_unembedding(tiny):
+    calls = []
+    handle = tiny.original_model.lm_head.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        acts = extract(tiny, TEXTS, "blocks.1.hook_resid_post", "mean", progress=False)
+        assert not calls and acts.tensor.shape == (len(TEXTS), tiny.cfg.d_model)
+        tiny(tiny.to_tokens("check that the spy sees a full forward pass"))
+        assert calls
+    finally:
+        handle.remove()
 
 
 def test_last_occurrence_selects_the_target_word(tiny):
@@ -176,3 +188,23 @@ def test_sharded_tokens_stream_one_shard_at_a_time(tiny, tmp_path):
 
 def test_top_level_exports():
     assert saelab.extract is extract and saelab.last_occurrence is last_occurrence
+
+
+@pytest.mark.parametrize("pooling", ["mean", "max", "sum", "last"])
+def test_pooling_a_token_level_extraction_equals_pooled_extraction(tiny, pooling):
+    tokens = extract(tiny, TEXTS, HOOK, "none", progress=False)
+    pooled = extract(tiny, TEXTS, HOOK, pooling, progress=False)
+    torch.testing.assert_close(tokens.pool(pooling).tensor, pooled.tensor, atol=1e-5, rtol=1e-5)
+
+
+def test_pool_hand_computed_example():
+    """Three texts of 2, 1 and 0 kept tokens: the empty one is NaN, never a silent zero."""
+    x = torch.tensor([[1.0, -2.0], [3.0, 4.0], [5.0, 6.0]])
+    acts = saelab.Activations(["h"], "none", {"h": x}, torch.tensor([2, 1, 0]), torch.tensor([7, 8, 9]))
+    assert acts.pool("mean")["h"][:2].tolist() == [[2.0, 1.0], [5.0, 6.0]]
+    assert acts.pool("max")["h"][:2].tolist() == [[3.0, 4.0], [5.0, 6.0]]
+    assert acts.pool("sum")["h"][:2].tolist() == [[4.0, 2.0], [5.0, 6.0]]
+    assert acts.pool("last")["h"][:2].tolist() == [[3.0, 4.0], [5.0, 6.0]]
+    assert torch.isnan(acts.pool("mean")["h"][2]).all()
+    with pytest.raises(ValueError, match="already 'mean'-pooled"):
+        acts.pool("mean").pool("max")
