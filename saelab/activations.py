@@ -267,16 +267,18 @@ def _check_hooks(model, hook: str | Sequence[str]) -> list[str]:
 
 def _stop_at_layer(model, hooks: list[str]) -> int | None:
     """The first block not needed by the hooks; None when a hook lies after the last block (final norm, logits)."""
-    layers = []
+    stops = []
     for name in hooks:
         match = _BLOCK_HOOK.match(name)
         if match:
-            layers.append(int(match.group(1)))
+            # a block's input is read before the block runs: stopping at that block still fires it
+            reads_input = name.endswith((".hook_resid_pre", ".hook_in"))
+            stops.append(int(match.group(1)) + (0 if reads_input else 1))
         elif name.startswith(("embed", "hook_embed", "pos_embed", "hook_pos_embed", "rotary_emb")):
-            layers.append(0)
+            stops.append(0)
         else:
             return None
-    return max(layers) + 1
+    return max(stops)
 
 
 class _StopForward(Exception):

@@ -1,0 +1,847 @@
+"""One short trainer for every SAE architecture (in the spirit of dictionary_learning and sparsify).
+
+    sae = train_sae(activations, SAEConfig(d_in=640, d_sae=4096, architecture="topk", k=32),
+                    TrainConfig(n_tokens=10_000_000, batch_size=4096))
+
+What one step does, for every architecture:
+
+    x      = next batch of token activations (scaled to norm sqrt(d_in) if cfg asks for it)
+    out    = sae.forward_train(x)                      # x_hat, latents, pre-activations
+    loss   = ||x - x_hat||^2 (summed over d_in, mean over tokens)
+           + sparsity penalty  (relu: L1, jumprelu: L0; topk/batchtopk: none, k does the job)
+           + AuxK loss         (dead latents reconstruct the residual; Gao et al. 2024)
+           + extra terms       (a hook, e.g. ClassifSAE's classifier head)
+    remove from W_dec's gradient its component along each decoder row, Adam step, renormalise rows to 1
+
+TopK and BatchTopK use a sparse fast path: only the k active latents of each token carry gradient, so the
+backward pass touches k rows of W_dec / columns of W_enc per token instead of all d_sae (what sparsify does
+with its custom autograd function). The dense path (`SAE.forward_train`) computes the same numbers; a test
+checks that both give the same gradients.
+
+Data arrive as a `TokenSource` (chunks loaded lazily, e.g. safetensors shards of the extraction cache) or a
+tensor. Batches are a deterministic function of the seed and the step, and checkpoints store the data cursor,
+so `train_sae(..., resume=True)` continues an interrupted run and ends with the same weights.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import random
+import re
+import shutil
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors import safe_open
+from torch import nn
+from tqdm.auto import tqdm
+
+from saelab._version import __version__
+from saelab.config import cache_dir
+from saelab.io import atomic_dir, read_json, save_tensors, sha256_file, sha256_text, write_json
+from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
+
+# ------------------------------------------------------------------------------------------------------------------
+# Data: token sources and a deterministic batch stream
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@runtime_checkable
+class TokenSource(Protocol):
+    """Token-level activations in chunks that are loaded one at a time.
+
+    `chunk(i)` returns a [n_i, d_in] tensor. A source may also define `side(i) -> dict[str, Tensor]` with per-row
+    side data (e.g. labels, shape [n_i, ...]) that travels with the rows into each batch, and may carry
+    `metadata` (a dict describing the data), `model_name` and `hook_name`, which end up in the SAE's config.
+    """
+
+    d_in: int
+
+    def __len__(self) -> int: ...
+
+    def chunk(self, i: int) -> torch.Tensor: ...
+
+
+class TensorSource:
+    """An in-memory tensor [n_tokens, d_in] (plus optional per-row side tensors) seen as a chunked source."""
+
+    def __init__(
+        self,
+        activations: torch.Tensor,
+        side: dict[str, torch.Tensor] | None = None,
+        chunk_size: int = 65536,
+        metadata: dict[str, Any] | None = None,
+    ):
+        if activations.ndim != 2:
+            raise ValueError(f"activations must be [n_tokens, d_in], got shape {tuple(activations.shape)}")
+        self.activations = activations
+        self.side_tensors = dict(side or {})
+        for name, tensor in self.side_tensors.items():
+            if len(tensor) != len(activations):
+                raise ValueError(f"side tensor {name!r} has {len(tensor)} rows, activations have {len(activations)}")
+        self.chunk_size = int(chunk_size)
+        self.d_in = activations.shape[1]
+        self.metadata = dict(metadata or {})
+
+    def __len__(self) -> int:
+        return max(1, math.ceil(len(self.activations) / self.chunk_size))
+
+    def chunk(self, i: int) -> torch.Tensor:
+        return self.activations[i * self.chunk_size : (i + 1) * self.chunk_size]
+
+    def side(self, i: int) -> dict[str, torch.Tensor]:
+        return {name: t[i * self.chunk_size : (i + 1) * self.chunk_size] for name, t in self.side_tensors.items()}
+
+
+class SafetensorsSource:
+    """Shards on disk, one safetensors file per chunk, each holding `key` [n_i, d_in] and optional side keys."""
+
+    def __init__(self, paths: Sequence[str | Path], key: str = "activations", side_keys: Sequence[str] = (),
+                 metadata: dict[str, Any] | None = None):
+        self.paths = [Path(p) for p in paths]
+        if not self.paths:
+            raise ValueError("SafetensorsSource needs at least one file")
+        self.key, self.side_keys = key, tuple(side_keys)
+        with safe_open(self.paths[0], framework="pt") as handle:
+            self.d_in = int(handle.get_slice(key).get_shape()[1])
+        self.metadata = dict(metadata or {})
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def chunk(self, i: int) -> torch.Tensor:
+        with safe_open(self.paths[i], framework="pt") as handle:
+            return handle.get_tensor(self.key)
+
+    def side(self, i: int) -> dict[str, torch.Tensor]:
+        with safe_open(self.paths[i], framework="pt") as handle:
+            return {name: handle.get_tensor(name) for name in self.side_keys}
+
+
+@dataclass
+class Batch:
+    """A batch of token activations and the matching rows of any side tensors."""
+
+    acts: torch.Tensor
+    side: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.acts)
+
+    def to(self, device: str | torch.device) -> Batch:
+        return Batch(self.acts.to(device), {k: v.to(device) for k, v in self.side.items()})
+
+
+def _mix(*parts: int) -> int:
+    """A 63-bit seed from integers, so every (seed, epoch, window) gets its own independent stream."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
+    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
+
+
+class BatchStream:
+    """Batches of `batch_size` rows drawn from a TokenSource, as a deterministic function of `seed`.
+
+    Each epoch visits the chunks in a seeded random order, a window of `window_chunks` chunks at a time; the rows
+    of a window are shuffled together, and batches are consecutive slices of this stream (a batch may span two
+    windows or epochs). Only one window is in memory. The cursor (epoch, window, offset) is all a checkpoint needs
+    to continue exactly where it stopped.
+    """
+
+    def __init__(self, source: TokenSource, batch_size: int, seed: int = 0, window_chunks: int = 4,
+                 cursor: dict[str, int] | None = None, check_finite: bool = True):
+        self.source, self.batch_size, self.seed = source, int(batch_size), int(seed)
+        self.window_chunks = max(1, int(window_chunks))
+        self.n_chunks = len(source)
+        if self.n_chunks == 0:
+            raise ValueError("the activation source has no chunks")
+        self.n_windows = math.ceil(self.n_chunks / self.window_chunks)
+        cursor = cursor or {}
+        self.epoch, self.window, self.offset = cursor.get("epoch", 0), cursor.get("window", 0), cursor.get("offset", 0)
+        self.check_finite = check_finite
+        self._acts: torch.Tensor | None = None
+        self._side: dict[str, torch.Tensor] = {}
+
+    def cursor(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "window": self.window, "offset": self.offset}
+
+    def _load_window(self) -> None:
+        order = torch.randperm(self.n_chunks, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
+        ids = order[self.window * self.window_chunks : (self.window + 1) * self.window_chunks].tolist()
+        acts, sides = [], []
+        for i in ids:
+            chunk = torch.as_tensor(self.source.chunk(i))
+            if chunk.ndim != 2 or chunk.shape[1] != self.source.d_in:
+                raise ValueError(f"chunk {i} has shape {tuple(chunk.shape)}, expected [n, d_in={self.source.d_in}]")
+            if self.check_finite and not torch.isfinite(chunk).all():
+                raise ValueError(f"chunk {i} of the activations contains NaN or inf values")
+            acts.append(chunk.float())
+            side = self.source.side(i) if hasattr(self.source, "side") else {}
+            for name, tensor in side.items():
+                if len(tensor) != len(chunk):
+                    raise ValueError(f"side tensor {name!r} of chunk {i} has {len(tensor)} rows, "
+                                     f"the chunk has {len(chunk)}")
+            sides.append(side)
+        data = torch.cat(acts)
+        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch, self.window + 1))
+        perm = torch.randperm(len(data), generator=generator)
+        self._acts = data[perm]
+        self._side = {name: torch.cat([s[name] for s in sides])[perm] for name in (sides[0] if sides else {})}
+
+    def _advance(self) -> None:
+        self._acts, self.offset = None, 0
+        self.window += 1
+        if self.window == self.n_windows:
+            self.window, self.epoch = 0, self.epoch + 1
+
+    def take(self, n: int, within_epoch: bool = False) -> Batch:
+        """The next n rows (across windows and epochs as needed; with `within_epoch`, at most to the epoch's end)."""
+        pieces: list[Batch] = []
+        need, empty, epoch = n, 0, self.epoch
+        while need > 0:
+            if within_epoch and self.epoch != epoch and pieces:
+                break
+            if self._acts is None:
+                self._load_window()
+            available = len(self._acts) - self.offset
+            if available <= 0:
+                empty += 1
+                if empty > self.n_windows:
+                    raise ValueError("the activation source has no rows")
+                self._advance()
+                continue
+            empty = 0
+            m = min(need, available)
+            rows = slice(self.offset, self.offset + m)
+            pieces.append(Batch(self._acts[rows], {k: v[rows] for k, v in self._side.items()}))
+            self.offset += m
+            need -= m
+        if len(pieces) == 1:
+            return pieces[0]
+        side = {k: torch.cat([p.side[k] for p in pieces]) for k in pieces[0].side}
+        return Batch(torch.cat([p.acts for p in pieces]), side)
+
+    def next(self) -> Batch:
+        return self.take(self.batch_size)
+
+
+def as_source(activations: torch.Tensor | TokenSource, side: dict[str, torch.Tensor] | None = None) -> TokenSource:
+    if isinstance(activations, torch.Tensor):
+        return TensorSource(activations, side)
+    if side:
+        raise ValueError("pass side tensors through the source's side(i), not train_sae(side=...), for a TokenSource")
+    for attr in ("d_in", "__len__", "chunk"):
+        if not hasattr(activations, attr):
+            raise TypeError(f"activations must be a tensor or a TokenSource (d_in, __len__, chunk); it lacks {attr}")
+    return activations
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Configuration
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainConfig:
+    """How to train. `lr=None` uses sparsify's rule 2e-4 / sqrt(d_sae / 16384); `warmup_steps=None` warms up over
+    5% of the steps; the last `decay_fraction` of the steps decay the lr to `min_lr` (linear or cosine).
+
+    AuxK (`aux_k_coefficient`, default 1/32 for topk/batchtopk and off otherwise) makes the top `k_aux` (default
+    d_in // 2) dead latents of each token reconstruct the residual; a latent is dead when it has not fired for
+    `dead_tokens_threshold` tokens.
+    """
+
+    n_steps: int | None = None
+    n_tokens: int | None = None
+    batch_size: int = 4096
+    lr: float | None = None
+    adam_betas: tuple[float, float] = (0.9, 0.999)
+    warmup_steps: int | None = None
+    decay: str = "linear"  # "linear" | "cosine" | "none"
+    decay_fraction: float = 0.2
+    min_lr: float = 0.0
+    sparsity_warmup_steps: int = 0  # ramp the L1 / L0 coefficient up from 0 over these steps
+    aux_k_coefficient: float | None = None
+    k_aux: int | None = None
+    dead_tokens_threshold: int = 10_000_000
+    b_dec_init: str = "geometric_median"  # "geometric_median" | "mean" | "zeros"
+    init_samples: int = 16384  # rows used to initialise b_dec and estimate the normalisation scale
+    seed: int = 0
+    window_chunks: int = 4
+    sparse_kernels: bool = True  # the TopK/BatchTopK fast path; turned off automatically with an extra loss
+    checkpoint_every: int | None = None
+    checkpoint_dir: str | None = None
+    keep_checkpoints: int = 2
+    log_every: int = 50
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        self.adam_betas = tuple(self.adam_betas)
+        if (self.n_steps is None) == (self.n_tokens is None):
+            raise ValueError("set exactly one of n_steps and n_tokens")
+        if self.batch_size <= 0:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
+            raise ValueError(f"b_dec_init must be 'geometric_median', 'mean' or 'zeros', got {self.b_dec_init!r}")
+        if self.decay not in ("linear", "cosine", "none"):
+            raise ValueError(f"decay must be 'linear', 'cosine' or 'none', got {self.decay!r}")
+        if not 0 <= self.decay_fraction <= 1:
+            raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        if self.checkpoint_every is not None and self.checkpoint_every <= 0:
+            raise ValueError("checkpoint_every must be positive (or None for no checkpoints)")
+
+    @property
+    def total_steps(self) -> int:
+        return self.n_steps if self.n_steps is not None else max(1, math.ceil(self.n_tokens / self.batch_size))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["adam_betas"] = list(self.adam_betas)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in d.items() if key in names})
+
+
+def default_lr(d_sae: int) -> float:
+    """sparsify's learning-rate rule: 2e-4 at 16k latents, scaled by 1/sqrt(d_sae / 16384)."""
+    return 2e-4 / math.sqrt(d_sae / 16384)
+
+
+def lr_at(step: int, base_lr: float, tcfg: TrainConfig) -> float:
+    """The learning rate for `step` (0-based): linear warm-up, constant, then decay over the last steps."""
+    n = tcfg.total_steps
+    warmup = tcfg.warmup_steps if tcfg.warmup_steps is not None else max(1, n // 20)
+    lr = base_lr
+    decay_start = n - int(tcfg.decay_fraction * n)
+    if tcfg.decay != "none" and step >= decay_start:
+        progress = (step - decay_start) / max(1, n - decay_start)
+        shape = 1 - progress if tcfg.decay == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+        lr = tcfg.min_lr + (base_lr - tcfg.min_lr) * shape
+    if warmup > 0 and step < warmup:
+        lr *= (step + 1) / warmup
+    return lr
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Initialisation helpers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def geometric_median(points: torch.Tensor, n_iter: int = 200, tol: float = 1e-7) -> torch.Tensor:
+    """The point minimising the summed Euclidean distance to `points` [n, d].
+
+    Weiszfeld's algorithm (Weiszfeld 1937; Vardi & Zhang 2000): repeatedly take the average of the points
+    weighted by 1 / distance to the current estimate. Starts at the mean; distances are floored to avoid 1/0.
+    """
+    x = points.double()
+    y = x.mean(0)
+    for _ in range(n_iter):
+        w = 1.0 / (x - y).norm(dim=1).clamp_min(1e-12)
+        y_next = (w[:, None] * x).sum(0) / w.sum()
+        if (y_next - y).norm() <= tol * (1 + y.norm()):
+            y = y_next
+            break
+        y = y_next
+    return y.to(points.dtype)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The sparse TopK path: autograd functions whose backward touches only the selected (token, latent) pairs
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
+
+
+class _GatherPreActs(torch.autograd.Function):
+    """pre[row, col] = x_c[row] . W_enc[:, col] + b_enc[col] for the selected pairs, given the dense `pre` from a
+    no-grad forward. The backward needs only those pairs: an [B, d_sae] sparse matrix of gradients times x_c or
+    W_enc, instead of the two dense [B, d_sae] products of an ordinary matmul backward."""
+
+    @staticmethod
+    def forward(ctx, x_c, W_enc, b_enc, pre, crow, col, rows):
+        ctx.save_for_backward(x_c, W_enc, crow, col)
+        return pre.reshape(-1)[rows * pre.shape[1] + col]
+
+    @staticmethod
+    def backward(ctx, grad):
+        x_c, W_enc, crow, col = ctx.saved_tensors
+        G = _csr(crow, col, grad, (x_c.shape[0], W_enc.shape[1]))
+        grad_x = G @ W_enc.t().contiguous() if ctx.needs_input_grad[0] else None
+        grad_W = (G.t() @ x_c).t() if ctx.needs_input_grad[1] else None
+        grad_b = None
+        if ctx.needs_input_grad[2]:
+            grad_b = torch.zeros(W_enc.shape[1], dtype=grad.dtype, device=grad.device).index_add_(0, col, grad)
+        return grad_x, grad_W, grad_b, None, None, None, None
+
+
+class _SparseDecode(torch.autograd.Function):
+    """x_hat[row] = sum over the row's selected latents of acts * W_dec[col] (no bias)."""
+
+    @staticmethod
+    def forward(ctx, acts, crow, col, W_dec):
+        ctx.save_for_backward(acts, crow, col, W_dec)
+        return F.embedding_bag(col, W_dec, crow, mode="sum", per_sample_weights=acts, include_last_offset=True)
+
+    @staticmethod
+    def backward(ctx, grad):
+        acts, crow, col, W_dec = ctx.saved_tensors
+        A = _csr(crow, col, acts, (len(crow) - 1, W_dec.shape[0]))
+        grad_acts = grad_W = None
+        if ctx.needs_input_grad[0]:  # <grad[row], W_dec[col]> only at the selected pairs
+            grad_acts = torch.sparse.sampled_addmm(A, grad, W_dec.t(), beta=0.0).values()
+        if ctx.needs_input_grad[3]:
+            grad_W = A.t() @ grad
+        return grad_acts, None, None, grad_W
+
+
+@dataclass
+class SparseCodes:
+    """Latents in compressed-row form: row r's active latents are col[crow[r]:crow[r+1]] with values acts[...]."""
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    rows: torch.Tensor
+    acts: torch.Tensor
+    n_latents: int
+
+    def to_dense(self) -> torch.Tensor:
+        dense = torch.zeros(len(self.crow) - 1, self.n_latents, dtype=self.acts.dtype, device=self.acts.device)
+        dense[self.rows, self.col] = self.acts
+        return dense
+
+
+def _csr_from_topk(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Sorted per-row indices [B, k] -> (crow, col, rows, order) of a CSR pattern."""
+    indices, order = indices.sort(dim=-1)
+    B, k = indices.shape
+    crow = torch.arange(0, B * k + 1, k, device=indices.device)
+    rows = torch.arange(B, device=indices.device).repeat_interleave(k)
+    return crow, indices.reshape(-1), rows, order
+
+
+def _select_batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    B, d_sae = pre.shape
+    flat = F.relu(pre).reshape(-1).topk(k * B, sorted=False).indices.sort().values
+    rows, col = flat // d_sae, flat % d_sae
+    crow = torch.zeros(B + 1, dtype=torch.long, device=pre.device)
+    crow[1:] = torch.bincount(rows, minlength=B).cumsum(0)
+    return crow, col, rows
+
+
+def sparse_forward(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, SparseCodes, torch.Tensor, torch.Tensor]:
+    """The TopK / BatchTopK training forward on the sparse path: (x_hat, codes, dense pre [no grad], x_c)."""
+    x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
+    with torch.no_grad():
+        pre = torch.addmm(sae.b_enc, x_c, sae.W_enc)
+    if sae.architecture == "topk":
+        crow, col, rows, _ = _csr_from_topk(pre.topk(sae.cfg.k, dim=-1, sorted=False).indices)
+    else:
+        crow, col, rows = _select_batch_topk(pre, sae.cfg.k)
+    acts = F.relu(_GatherPreActs.apply(x_c, sae.W_enc, sae.b_enc, pre, crow, col, rows))
+    x_hat = _SparseDecode.apply(acts, crow, col, sae.W_dec) + sae.b_dec
+    return x_hat, SparseCodes(crow, col, rows, acts, sae.cfg.d_sae), pre, x_c
+
+
+def _auxk_select(pre: torch.Tensor, dead: torch.Tensor, k_aux: int):
+    """Each token's k_aux largest pre-activations among dead latents, as a CSR pattern."""
+    dead_ids = dead.nonzero().squeeze(1)
+    local = pre[:, dead_ids].topk(min(k_aux, len(dead_ids)), dim=-1, sorted=False).indices
+    return _csr_from_topk(dead_ids[local])[:3]
+
+
+def auxk_loss(residual: torch.Tensor, residual_hat: torch.Tensor, n_dead: int, k_aux: int) -> torch.Tensor:
+    """AuxK (Gao et al. 2024): how well the dead latents reconstruct the live latents' residual, normalised by the
+    residual's variance and scaled down while few latents are dead (as sparsify and dictionary_learning do)."""
+    scale = min(n_dead / k_aux, 1.0)
+    variance = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
+    return scale * (residual_hat - residual).pow(2).sum(-1).mean() / variance
+
+
+def auxk_loss_sparse(sae: SAE, pre: torch.Tensor, x_c: torch.Tensor, residual: torch.Tensor,
+                     dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+    crow, col, rows = _auxk_select(pre, dead, k_aux)
+    acts = _GatherPreActs.apply(x_c, sae.W_enc, sae.b_enc, pre, crow, col, rows)
+    return auxk_loss(residual, _SparseDecode.apply(acts, crow, col, sae.W_dec), int(dead.sum()), k_aux)
+
+
+def auxk_loss_dense(sae: SAE, out: SAEOutput, residual: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
+    """The readable AuxK: each token's top-k_aux pre-activations among dead latents, decoded without b_dec.
+
+    The pre-activations are used as they are, without a relu (as in SAELens): a latent whose pre-activations
+    are all negative still gets a gradient that can bring it back."""
+    n_dead = int(dead.sum())
+    masked = torch.where(dead, out.pre_acts, torch.full_like(out.pre_acts, -torch.inf))
+    values, indices = masked.topk(min(k_aux, n_dead), dim=-1, sorted=False)
+    aux_latents = torch.zeros_like(out.pre_acts).scatter(-1, indices, values)
+    return auxk_loss(residual, aux_latents @ sae.W_dec, n_dead, k_aux)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Decoder constraint
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def remove_parallel_gradient(W_dec: torch.Tensor, grad: torch.Tensor) -> None:
+    """Project out of each decoder row's gradient its component along the (unit) row, in place, so the step moves
+    along the sphere and the renormalisation after it undoes as little of Adam's step as possible."""
+    grad -= (grad * W_dec).sum(dim=1, keepdim=True) * W_dec
+
+
+@torch.no_grad()
+def normalize_decoder(W_dec: torch.Tensor) -> None:
+    W_dec /= W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Checkpoints
+# ------------------------------------------------------------------------------------------------------------------
+
+_CKPT = re.compile(r"^step_(\d{9})$")
+STATE_FILE, META_FILE = "state.safetensors", "trainer_state.json"
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    np_state = np.random.get_state()
+    py_state = random.getstate()
+    return {"rng.torch": torch.get_rng_state()}, {
+        "numpy": [np_state[0], np_state[1].tolist(), *(v.item() if hasattr(v, "item") else v for v in np_state[2:])],
+        "python": [py_state[0], list(py_state[1]), py_state[2]],
+    }
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
+    torch.set_rng_state(tensors["rng.torch"])
+    kind, keys, *rest = state["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+
+
+def save_checkpoint(folder: Path, step: int, sae: SAE, extra_modules: dict[str, nn.Module],
+                    optimizer: torch.optim.Optimizer, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+    """Write `folder/step_XXXXXXXXX/` atomically: tensors in safetensors, everything else in JSON (no pickles)."""
+    tensors = dict(tensors)
+    tensors.update({f"sae.{k}": v for k, v in sae.state_dict().items()})
+    for name, module in extra_modules.items():
+        tensors.update({f"extra.{name}.{k}": v for k, v in module.state_dict().items()})
+    opt = optimizer.state_dict()
+    for idx, state in opt["state"].items():
+        for key, value in state.items():
+            tensors[f"optim.{idx}.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
+    rng_tensors, rng_json = _rng_state()
+    tensors.update(rng_tensors)
+    target = folder / f"step_{step:09d}"
+    with atomic_dir(target) as tmp:
+        save_tensors(tensors, tmp / STATE_FILE)
+        meta = {**info, "step": step, "param_groups": opt["param_groups"], "rng": rng_json,
+                "saelab_version": __version__, "state_sha256": sha256_file(tmp / STATE_FILE), "complete": True}
+        write_json(tmp / META_FILE, meta)
+    return target
+
+
+def _valid_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
+    try:
+        meta = read_json(path / META_FILE)
+        if not meta.get("complete") or sha256_file(path / STATE_FILE) != meta["state_sha256"]:
+            raise ValueError("checksum mismatch or incomplete")
+        with safe_open(path / STATE_FILE, framework="pt") as handle:
+            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        return meta, tensors
+    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly
+        warnings.warn(f"skipping corrupt or partial checkpoint {path}: {err}", stacklevel=3)
+        return None
+
+
+def find_checkpoints(folder: str | Path) -> list[Path]:
+    """Checkpoint folders under `folder`, newest first."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    found = [p for p in folder.iterdir() if p.is_dir() and _CKPT.match(p.name)]
+    return sorted(found, key=lambda p: p.name, reverse=True)
+
+
+def _prune(folder: Path, keep: int) -> None:
+    for old in find_checkpoints(folder)[keep:]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The trainer
+# ------------------------------------------------------------------------------------------------------------------
+
+ExtraLoss = Callable[[SAE, Batch, SAEOutput, int], dict[str, torch.Tensor]]
+Callback = Callable[[int, SAE, dict[str, float]], None]
+
+
+def _check_compatible(meta: dict[str, Any], cfg: SAEConfig, tcfg: TrainConfig, path: Path) -> None:
+    saved_cfg, saved_tcfg = meta["sae_config"], meta["train_config"]
+    for key in ("architecture", "d_in", "d_sae", "k", "apply_b_dec_to_input", "normalize_activations"):
+        if saved_cfg.get(key) != getattr(cfg, key):
+            raise ValueError(
+                f"checkpoint {path} was written for {key}={saved_cfg.get(key)!r}, not {getattr(cfg, key)!r}")
+    for key in ("batch_size", "seed", "window_chunks"):
+        if saved_tcfg.get(key) != getattr(tcfg, key):
+            raise ValueError(
+                f"checkpoint {path} was written with {key}={saved_tcfg.get(key)!r}, not {getattr(tcfg, key)!r}")
+    volatile = {"checkpoint_every", "checkpoint_dir", "keep_checkpoints", "log_every", "device"}
+    changed = sorted(k for k, v in tcfg.to_dict().items() if k not in volatile and saved_tcfg.get(k) != v)
+    if changed:
+        warnings.warn(f"resuming with changed training settings {changed}: the result will differ from an "
+                      "uninterrupted run", stacklevel=3)
+
+
+def _restore(ckpt_dir: Path, sae: SAE, extra_modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
+             cfg: SAEConfig, tcfg: TrainConfig) -> dict[str, Any] | None:
+    """Load the newest valid checkpoint into sae / extra modules / optimizer / RNGs; return the loop's state."""
+    for path in find_checkpoints(ckpt_dir):
+        loaded = _valid_checkpoint(path)
+        if loaded is None:
+            continue
+        meta, tensors = loaded
+        _check_compatible(meta, cfg, tcfg, path)
+        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
+        for name, module in extra_modules.items():
+            prefix = f"extra.{name}."
+            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
+        opt_state: dict[int, dict[str, torch.Tensor]] = {}
+        for key, value in tensors.items():
+            if key.startswith("optim."):
+                _, idx, name = key.split(".", 2)
+                opt_state.setdefault(int(idx), {})[name] = value
+        groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
+        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
+        _set_rng_state(tensors, meta["rng"])
+        return {"step": meta["step"], "cursor": meta["cursor"], "history": meta["history"], "scale": meta["scale"],
+                "tokens_since_fired": tensors["dead.tokens_since_fired"].to(sae.device)}
+    return None
+
+
+@torch.no_grad()
+def _initialise(sae: SAE, source: TokenSource, tcfg: TrainConfig, device: torch.device) -> float:
+    """Set b_dec (geometric median / mean / zeros of a sample) and return the input scale factor."""
+    cfg, scale = sae.cfg, 1.0
+    if cfg.normalize_activations == "none" and tcfg.b_dec_init == "zeros":
+        sae.b_dec.zero_()
+        return scale
+    stream = BatchStream(source, tcfg.init_samples, seed=_mix(tcfg.seed, 7), window_chunks=tcfg.window_chunks)
+    sample = stream.take(tcfg.init_samples, within_epoch=True).acts.to(device)
+    if cfg.normalize_activations == "expected_average_only_in":
+        # SAELens' rule: scale so that the average token has norm sqrt(d_in)
+        scale = math.sqrt(cfg.d_in) / float(sample.norm(dim=1).mean().clamp_min(1e-12))
+    sample = sample * scale
+    if tcfg.b_dec_init == "geometric_median":
+        sae.b_dec.copy_(geometric_median(sample))
+    elif tcfg.b_dec_init == "mean":
+        sae.b_dec.copy_(sample.mean(0))
+    else:
+        sae.b_dec.zero_()
+    return scale
+
+
+def train_sae(
+    activations: torch.Tensor | TokenSource,
+    cfg: SAEConfig,
+    train_cfg: TrainConfig | None = None,
+    *,
+    side: dict[str, torch.Tensor] | None = None,
+    sae: SAE | None = None,
+    extra_loss: ExtraLoss | None = None,
+    extra_modules: dict[str, nn.Module] | None = None,
+    callback: Callback | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> SAE:
+    """Train an SAE on token activations; return it (in eval mode) with `sae.training_log`.
+
+    activations: a tensor [n_tokens, d_in] (with optional per-row `side` tensors, e.g. labels) or a TokenSource.
+    sae: start from this SAE instead of a fresh one (its b_dec is then re-initialised only if b_dec_init asks).
+    extra_loss(sae, batch, out, step) -> {name: scalar tensor}: terms added to the loss (a term named like a
+        built-in one, e.g. "mse", replaces it). `batch.side` holds the side tensors, `out` the dense
+        (x_hat, latents, pre_acts); with an extra loss the dense path is used.
+    extra_modules: modules the extra loss uses (a classifier head): trained and checkpointed with the SAE.
+    callback(step, sae, metrics) runs after every step (step = steps done); raising from it stops training.
+    resume: continue from the newest valid checkpoint in `train_cfg.checkpoint_dir` (or the default folder).
+    """
+    tcfg = train_cfg or TrainConfig(n_tokens=1_000_000)
+    cfg = copy.deepcopy(cfg)  # the returned SAE's cfg records this run; the caller's object stays as it was
+    source = as_source(activations, side)
+    if source.d_in != cfg.d_in:
+        raise ValueError(f"the activations have d_in={source.d_in} but the SAE config says d_in={cfg.d_in}")
+    for key in ("model_name", "hook_name"):
+        theirs, ours = getattr(source, key, None), getattr(cfg, key)
+        if theirs is not None and ours is not None and theirs != ours:
+            raise ValueError(f"the activations come from {key}={theirs!r} but the SAE config says {ours!r}")
+        if ours is None and theirs is not None:
+            setattr(cfg, key, theirs)
+    if not cfg.dataset and getattr(source, "metadata", None):
+        cfg.dataset = dict(source.metadata)
+    extra_modules = dict(extra_modules or {})
+    device = torch.device(tcfg.device)
+    n_steps = tcfg.total_steps
+    base_lr = tcfg.lr if tcfg.lr is not None else default_lr(cfg.d_sae)
+    is_topk = cfg.architecture in ("topk", "batchtopk")
+    aux_coef = tcfg.aux_k_coefficient if tcfg.aux_k_coefficient is not None else (1 / 32 if is_topk else 0.0)
+    k_aux = tcfg.k_aux or max(1, cfg.d_in // 2)
+    use_sparse = tcfg.sparse_kernels and is_topk and extra_loss is None and device.type == "cpu"
+
+    if sae is None:
+        sae = SAE(cfg, seed=tcfg.seed)
+    else:
+        if (sae.architecture, sae.cfg.d_in, sae.cfg.d_sae) != (cfg.architecture, cfg.d_in, cfg.d_sae):
+            raise ValueError(f"the given SAE is {sae!r}, which does not match the config {cfg.architecture} "
+                             f"d_in={cfg.d_in} d_sae={cfg.d_sae}")
+        sae.cfg = cfg
+    sae = sae.to(device).train()
+    for p in sae.parameters():  # fp32 parameters (buffers such as BatchTopK's float64 threshold keep their dtype)
+        p.data = p.data.float()
+    for module in extra_modules.values():
+        module.to(device).train()
+    params = list(sae.parameters()) + [p for m in extra_modules.values() for p in m.parameters()]
+    optimizer = torch.optim.Adam(params, lr=base_lr, betas=tcfg.adam_betas)
+
+    ckpt_dir = None
+    if tcfg.checkpoint_every or resume:
+        run_id = sha256_text(json.dumps(cfg.to_dict(), sort_keys=True, default=str),
+                             json.dumps({k: v for k, v in tcfg.to_dict().items() if k != "checkpoint_dir"},
+                                        sort_keys=True))[:16]
+        ckpt_dir = Path(tcfg.checkpoint_dir) if tcfg.checkpoint_dir else cache_dir("checkpoints", run_id)
+
+    # ---- start from the newest valid checkpoint, or afresh ----
+    state = _restore(ckpt_dir, sae, extra_modules, optimizer, cfg, tcfg) if resume and ckpt_dir else None
+    if resume and state is None:
+        warnings.warn(f"resume=True but no valid checkpoint in {ckpt_dir}: starting from scratch", stacklevel=2)
+    if state is None:
+        if ckpt_dir is not None and find_checkpoints(ckpt_dir):
+            warnings.warn(f"starting afresh: removing the older checkpoints in {ckpt_dir}", stacklevel=2)
+            _prune(ckpt_dir, keep=0)
+        torch.manual_seed(tcfg.seed)
+        state = {"step": 0, "cursor": None, "history": [], "scale": _initialise(sae, source, tcfg, device),
+                 "tokens_since_fired": torch.zeros(cfg.d_sae, dtype=torch.long, device=device)}
+    step, history, scale = state["step"], state["history"], state["scale"]
+    tokens_since_fired = state["tokens_since_fired"]
+
+    stream = BatchStream(source, tcfg.batch_size, seed=tcfg.seed, window_chunks=tcfg.window_chunks,
+                         cursor=state["cursor"])
+    bar = tqdm(total=n_steps, initial=step, desc=f"train {cfg.architecture} SAE", disable=not progress, unit="step")
+
+    def checkpoint() -> None:
+        info = {"cursor": stream.cursor(), "history": history, "scale": scale,
+                "sae_config": cfg.to_dict(), "train_config": tcfg.to_dict()}
+        save_checkpoint(ckpt_dir, step, sae, extra_modules, optimizer, info,
+                        {"dead.tokens_since_fired": tokens_since_fired})
+        _prune(ckpt_dir, max(1, tcfg.keep_checkpoints))
+
+    try:
+        while step < n_steps:
+            batch = stream.next().to(device)
+            x = batch.acts * scale if scale != 1.0 else batch.acts
+            batch.acts = x
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step, base_lr, tcfg)
+            sparsity_scale = min(1.0, (step + 1) / tcfg.sparsity_warmup_steps) if tcfg.sparsity_warmup_steps else 1.0
+            dead = tokens_since_fired >= tcfg.dead_tokens_threshold
+            n_dead = int(dead.sum())
+
+            # ---- forward and loss ----
+            if use_sparse:
+                x_hat, codes, pre, x_c = sparse_forward(sae, x)
+                terms = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
+                if aux_coef and n_dead:
+                    terms["aux_k"] = aux_coef * auxk_loss_sparse(sae, pre, x_c, (x - x_hat).detach(), dead, k_aux)
+                fired_ids, n_active = codes.col[codes.acts > 0], int((codes.acts > 0).sum())
+                kept = codes.acts
+            else:
+                out = sae.forward_train(x)
+                x_hat = out.x_hat
+                terms = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
+                terms.update(sae.sparsity_loss(out, sparsity_scale))
+                if aux_coef and n_dead:
+                    terms["aux_k"] = aux_coef * auxk_loss_dense(sae, out, (x - x_hat).detach(), dead, k_aux)
+                if extra_loss is not None:
+                    terms.update(extra_loss(sae, batch, out, step))
+                active = out.latents.detach() > 0
+                fired_ids, n_active = active.any(0).nonzero().squeeze(1), int(active.sum())
+                kept = out.latents.detach()
+            loss = sum(terms.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"the loss became {float(loss)} at step {step}: lower the lr?")
+
+            # ---- backward and constrained update ----
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if sae.W_dec.grad is not None:
+                remove_parallel_gradient(sae.W_dec.data, sae.W_dec.grad)
+            optimizer.step()
+            normalize_decoder(sae.W_dec.data)
+            with torch.no_grad():
+                if cfg.architecture == "jumprelu":
+                    sae.threshold.clamp_(min=0.0)  # a negative threshold would let negative pre-acts through
+                if isinstance(sae, BatchTopKSAE):
+                    sae.update_threshold(kept)
+                tokens_since_fired += len(x)
+                tokens_since_fired[fired_ids] = 0
+            step += 1
+
+            # ---- bookkeeping ----
+            metrics = {name: float(value.detach()) for name, value in terms.items()}
+            metrics["loss"] = float(loss.detach())
+            if step % tcfg.log_every == 0 or step == n_steps:
+                with torch.no_grad():
+                    residual = (x - x_hat).pow(2).sum()
+                    total = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
+                metrics.update(step=step, tokens=step * tcfg.batch_size, l0=n_active / len(x),
+                               explained_variance=float(1 - residual / total),
+                               dead_fraction=float((tokens_since_fired >= tcfg.dead_tokens_threshold).float().mean()),
+                               lr=optimizer.param_groups[0]["lr"])
+                history.append(metrics)
+                bar.set_postfix(loss=f"{metrics['loss']:.4g}", L0=f"{metrics['l0']:.1f}",
+                                EV=f"{metrics['explained_variance']:.3f}")
+            bar.update(1)
+            if ckpt_dir is not None and tcfg.checkpoint_every and step % tcfg.checkpoint_every == 0:
+                checkpoint()
+            if callback is not None:
+                callback(step, sae, metrics)
+    finally:
+        bar.close()
+
+    # ---- fold the input scaling into the weights, record the recipe ----
+    if cfg.normalize_activations == "expected_average_only_in":
+        sae.fold_activation_norm_scaling_factor(scale)
+    cfg.metadata.update({
+        "training": {**tcfg.to_dict(), "lr": base_lr, "n_steps": n_steps, "aux_k_coefficient": aux_coef,
+                     "k_aux": k_aux, "checkpoint_dir": str(ckpt_dir) if ckpt_dir else None},
+        "b_dec_init": tcfg.b_dec_init,
+        "activation_scaling_factor": scale,
+        "n_tokens_trained": n_steps * tcfg.batch_size,
+        "final_metrics": history[-1] if history else {},
+    })
+    sae.training_log = history
+    for module in extra_modules.values():
+        module.eval()
+    return sae.eval()
+
+
+__all__ = [
+    "TokenSource", "TensorSource", "SafetensorsSource", "Batch", "BatchStream", "TrainConfig", "train_sae",
+    "geometric_median", "lr_at", "default_lr", "sparse_forward", "find_checkpoints", "remove_parallel_gradient",
+    "normalize_decoder", "auxk_loss_dense", "auxk_loss_sparse",
+]
