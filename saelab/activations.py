@@ -523,6 +523,11 @@ class ShardedTokens:
         if hook not in manifest["meta"]["hooks"]:
             raise ValueError(f"Hook '{hook}' is not in this cache; it has {manifest['meta']['hooks']}.")
         self.hook, self.meta = hook, manifest["meta"]
+        # what the SAE trainer records about its data (TokenSource's optional attributes)
+        self.hook_name, self.model_name = hook, self.meta["model"]
+        self.metadata = {k: self.meta[k] for k in ("model", "model_fingerprint", "dataset", "dataset_fingerprint",
+                                                    "n_texts", "include_bos", "max_length", "saelab_version")}
+        self.metadata["hook"] = hook
         self.files = [self.folder / manifest["shards"][k]["file"] for k in sorted(manifest["shards"], key=int)]
         with safe_open(str(self.files[0]), framework="pt") as handle:
             self.d_in = handle.get_slice(hook).get_shape()[1]
