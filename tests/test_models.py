@@ -7,6 +7,14 @@ import saelab
 from saelab import models
 
 
+def fresh_transformers_model(name):
+    """The same weights loaded by plain transformers, untouched by the bridge (which wraps its own copy)."""
+    from transformers import AutoModelForCausalLM
+
+    folder = next(saelab.cache_dir("models").glob(f"{name}-*"))
+    return AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+
+
 def test_tiny_model_matches_transformers(tiny):
     tokens = tiny.tokenizer(["hello world", "hi"], return_tensors="pt", padding=True)
     with torch.no_grad():
@@ -83,11 +91,7 @@ def test_converted_copy_is_checked_before_use(tmp_path):
 @pytest.mark.slow
 def test_gemma_bridge_logits_equal_transformers(gemma):
     """The bridge must compute exactly what transformers computes on the same weights and input."""
-    from transformers import AutoModelForCausalLM
-
-    reference_model = AutoModelForCausalLM.from_pretrained(
-        next(saelab.cache_dir("models").glob("gemma-3-270m-*")), dtype=torch.float32
-    ).eval()
+    reference_model = fresh_transformers_model("gemma-3-270m")
     tokens = gemma.tokenizer(["The capital of France is", "Sparse autoencoders"], return_tensors="pt", padding=True)
     with torch.no_grad():
         reference = reference_model(**tokens).logits
@@ -109,3 +113,15 @@ def test_gemma_second_load_reuses_converted_copy(gemma, monkeypatch):
     again = saelab.load_model()
     print(f"warm load of gemma-3-270m: {time.perf_counter() - started:.1f}s")  # README figure; timing not asserted
     assert again.saelab_fingerprint == gemma.saelab_fingerprint
+
+
+@pytest.mark.slow
+def test_smollm2_is_the_second_embedded_model():
+    smol = saelab.load_model("smollm2-135m", device="cpu")
+    assert (smol.cfg.n_layers, smol.cfg.d_model) == (30, 576)
+    tokens = smol.tokenizer(["The capital of France is"], return_tensors="pt")
+    with torch.no_grad():
+        logits = smol(tokens.input_ids, attention_mask=tokens.attention_mask)
+        reference = fresh_transformers_model("smollm2-135m")(**tokens).logits
+    torch.testing.assert_close(logits, reference, atol=1e-4, rtol=1e-4)
+    assert smol.tokenizer.decode(logits[0, -1].argmax()).strip() == "Paris"
