@@ -6,7 +6,7 @@ The library is thin on purpose: notebooks call these helpers in one or two lines
 from saelab._version import __version__
 from saelab.activations import Activations, extract, hook_names, last_occurrence, load_activations
 from saelab.config import cache_dir, smoke_mode
-from saelab import metrics
+from saelab import metrics, viz, widgets, zoo
 from saelab.models import ModelNotAvailableError, load_model, tiny_model
 from saelab.sae import SAE, SAEConfig
 from saelab.tasks import (
@@ -19,10 +19,13 @@ from saelab.tasks import (
     load_task,
 )
 from saelab.train import TrainConfig, train_sae
+from saelab.viz import latent_dashboard, latent_records, logit_lens
+from saelab.zoo import SAESpec, get_sae, get_saes
 
 __all__ = [
     "__version__", "Activations", "extract", "hook_names", "last_occurrence", "load_activations",
     "cache_dir", "smoke_mode", "ModelNotAvailableError", "load_model", "tiny_model",
     "ClassificationTask", "LabelledTexts", "TaskNotAvailableError", "WiCPair", "WiCTask", "available_tasks",
-    "load_task", "metrics", "SAE", "SAEConfig", "TrainConfig", "train_sae",
+    "load_task", "metrics", "SAE", "SAEConfig", "TrainConfig", "train_sae", "viz", "widgets", "zoo",
+    "latent_dashboard", "latent_records", "logit_lens", "SAESpec", "get_sae", "get_saes",
 ]

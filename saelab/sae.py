@@ -31,7 +31,7 @@ from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from torch import nn
 
 from saelab._version import __version__
@@ -310,8 +310,12 @@ class SAE(nn.Module):
         if dtype is not None:
             cfg.dtype = dtype
         cfg.device = "cpu"
-        with safe_open(folder / WEIGHTS_FILENAME, framework="pt", device="cpu") as handle:
-            tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        try:
+            with safe_open(folder / WEIGHTS_FILENAME, framework="pt", device="cpu") as handle:
+                tensors = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+        except SafetensorError as error:
+            raise ValueError(f"{folder / WEIGHTS_FILENAME} is not a readable safetensors file ({error}); "
+                             "it is probably truncated: delete the folder and save or train the SAE again") from error
         tensors = _check_weights(tensors, cfg, folder / WEIGHTS_FILENAME)
         if fold_decoder_norm:
             # SAELens' `rescale_acts_by_decoder_norm`: pre-acts were multiplied by the decoder row norms and

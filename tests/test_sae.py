@@ -241,6 +241,10 @@ def test_load_refuses_missing_files(tmp_path):
         SAE.load(tmp_path / "t")
     with pytest.raises(FileNotFoundError, match="does not exist"):
         SAE.load(tmp_path / "missing")
+    make("relu").save(tmp_path / "u")
+    (tmp_path / "u" / "sae_weights.safetensors").write_bytes(b"truncated")
+    with pytest.raises(ValueError, match="not a readable safetensors file"):
+        SAE.load(tmp_path / "u")
 
 
 def test_load_refuses_wrong_shapes_and_names(tmp_path):

@@ -1,0 +1,13 @@
+"""ipywidgets explorers for the notebooks, one module per widget.
+
+Widgets need a live kernel; the static figures and HTML of `saelab.viz` stay in a saved notebook. Every widget
+shows a progress indicator while it computes and a readable message, never a traceback, on bad input: they build
+on `saelab.widgets._common.StatusBar`.
+"""
+
+from saelab.widgets._common import StatusBar, WidgetInputError
+from saelab.widgets.latent_browser import LatentBrowser, latent_browser
+from saelab.widgets.pooling import PoolingExplorer, pooling_explorer, pooling_summary
+
+__all__ = ["StatusBar", "WidgetInputError", "LatentBrowser", "latent_browser", "PoolingExplorer",
+           "pooling_explorer", "pooling_summary"]
