@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import logging
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -256,9 +255,12 @@ def tiny_tokenizer():
         tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
         padding_side="left",
     )
-    # The bridge re-loads tokenizers by `name_or_path`, so the tokenizer must live in a folder.
-    folder = Path(tempfile.mkdtemp(prefix="saelab-tiny-tokenizer-"))
-    tokenizer.save_pretrained(folder)
+    # The bridge re-loads tokenizers by `name_or_path`, so the tokenizer must live in a folder: one per version in
+    # the cache (not a new temporary folder per call, which would pile up).
+    folder = cache_dir("models") / f"tiny-tokenizer-{__version__}"
+    if not (folder / "tokenizer.json").is_file():
+        with atomic_dir(folder) as tmp:
+            tokenizer.save_pretrained(tmp)
     return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
 
 
