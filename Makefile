@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup report test test-unit test-notebooks lab bench clean-reports data
+.PHONY: setup report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,19 @@ setup: $(STAMP)
 report: $(STAMP)
 	$(PY) scripts/run_notebooks.py --out reports
 
-## All tests: unit tests, then every notebook in smoke mode through nbval
+## All tests: unit tests, then every notebook in smoke mode through nbval, then the widgets in a real browser
 test: $(STAMP)
-	SAELAB_SMOKE=1 $(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider
+	SAELAB_SMOKE=1 $(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider --ignore=tests/browser
+	$(MAKE) --no-print-directory test-browser
+
+## Browser tests only: JupyterLab driven by Chromium through Playwright, notebooks in smoke mode.
+## Uses Debian's /usr/bin/chromium (installed when missing and allowed); SAELAB_CHROMIUM=/path picks another.
+test-browser: $(STAMP) browser-deps
+	SAELAB_SMOKE=1 $(PY) -m pytest tests/browser -p no:cacheprovider
+
+## Playwright (PyPI) and a Chromium for it; says so plainly, and fails when CI=true, where none can be had
+browser-deps: $(STAMP)
+	bash tests/browser/ensure_browser.sh $(PY)
 
 test-unit: $(STAMP)
 	$(PY) -m pytest tests
@@ -32,12 +42,14 @@ test-unit: $(STAMP)
 test-notebooks: $(STAMP)
 	SAELAB_SMOKE=1 $(PY) -m pytest --nbval-lax notebooks
 
-## Open the workbook in JupyterLab
+## Open the workbook in JupyterLab (LAB_ARGS passes options to it, e.g. LAB_ARGS=--no-browser)
 lab: $(STAMP)
-	$(VENV)/bin/jupyter lab notebooks
+	$(VENV)/bin/jupyter lab notebooks $(LAB_ARGS)
 
 bench: $(STAMP)
 	$(PY) bench/extraction.py
+	$(PY) bench/training.py
+	$(PY) bench/steering.py
 
 ## Rebuild the WordNet-derived data in data/ (needs Debian's wordnet-base)
 data: $(STAMP)

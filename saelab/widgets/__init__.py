@@ -6,8 +6,13 @@ on `saelab.widgets._common.StatusBar`.
 """
 
 from saelab.widgets._common import StatusBar, WidgetInputError
+from saelab.widgets.binarization import BinarizationExplorer, binarization_explorer
 from saelab.widgets.latent_browser import LatentBrowser, latent_browser
+from saelab.widgets.polysemy import PolysemyExplorer, polysemy_explorer
+from saelab.widgets.steering import SteeringPlayground, steering_playground
 from saelab.widgets.pooling import PoolingExplorer, pooling_explorer, pooling_summary
 
 __all__ = ["StatusBar", "WidgetInputError", "LatentBrowser", "latent_browser", "PoolingExplorer",
-           "pooling_explorer", "pooling_summary"]
+           "pooling_explorer", "pooling_summary", "PolysemyExplorer", "polysemy_explorer",
+           "SteeringPlayground", "steering_playground",
+           "BinarizationExplorer", "binarization_explorer"]

@@ -98,14 +98,15 @@ def summary_html(summary: PoolingSummary) -> str:
     """The explorer's display: one line per pooling (norm, dominant tokens, text shaded by share), then a table."""
     n = len(summary.tokens)
     bos = "BOS included" if summary.include_bos else "BOS left out"
-    parts = [f'<div style="font-family:sans-serif;font-size:13px;max-width:980px">',
+    parts = ['<div style="font-family:sans-serif;font-size:13px;max-width:980px">',
              f'<div style="margin:2px 0"><b>{html.escape(summary.hook)}</b> · {n} tokens ({bos}) · '
              f'token norms {float(summary.norms.min()):.3g} – {float(summary.norms.max()):.3g}</div>',
              '<table style="border-collapse:collapse;margin:4px 0"><tr><th align="left">pooling</th>'
              '<th align="right">norm</th><th align="right">cos(mean)</th><th align="left">dominant tokens</th>'
              '<th align="left">the text, shaded by each token\'s share</th></tr>']
     for pooling, share in summary.shares.items():
-        dominant = ", ".join(f"{_show_token(t)} {100 * s:.0f}%" for t, s in summary.dominant(pooling))
+        leaders = [(t, s) for i, (t, s) in enumerate(summary.dominant(pooling)) if i == 0 or s >= 0.005]
+        dominant = ", ".join(f"{_show_token(t)} {100 * s:.0f}%" for t, s in leaders)
         cos = f"{summary.cosine(pooling, 'mean'):.3f}" if "mean" in summary.pooled else "–"
         shaded = context_html([(t, float(s), False) for t, s in zip(summary.tokens, share.tolist())],
                               max(float(share.max()), 1e-12))
@@ -183,6 +184,8 @@ class PoolingExplorer:
         """Recompute the summary from the controls and show it; a message instead on bad input."""
         ok, _ = self.status_bar.run(self._update, busy=f"extracting {self.hook} and pooling…",
                                     action="pool this text")
+        if not ok:
+            self.output.clear_output()  # a summary of other settings would mislead next to the message
         return ok
 
     def _update(self) -> None:

@@ -1,0 +1,724 @@
+"""MOSAIC-style probing: SAE codes pooled into one feature vector per text, binarized, fed to simple classifiers.
+
+The recipe of MOSAIC (arXiv 2502.11367), step by step:
+
+    tokens  = saelab.extract(model, texts, hook, pooling="none")     # residual stream, every real token
+    feats   = sae_features(sae, tokens, poolings=["topn", "mean"])   # {pooling: [n_texts, d_sae] sparse}
+    X       = binarize(feats["topn"], 1.0)                           # "did latent j win a top-n slot > once?"
+    result  = fit_probe(X_train, y_train, X_test, y_test)            # macro-F1 with a bootstrap interval
+
+Poolings of per-token SAE codes z [tokens, d_sae] over a text:
+
+    topn  the anchor's: each token votes for its `top_n` largest active latents (one-hot), votes summed over tokens
+    mean / max / sum / last   the usual reductions over tokens (last = the text's last counted token)
+
+Real tokens only, by default. The anchor pools every position of its padded batch, BOS and padding included: the
+faithful mode does the same (`padded_tokens` runs the padded batches and keeps every position, with what kind of
+position each row is), so the difference can be measured rather than argued. A text's padding depends on its
+batch-mates, so faithful features change with batch size and order, one reason the fixed mode is the default.
+
+Classifiers are scikit-learn's: a class-weighted logistic regression whose C is chosen by stratified k-fold
+cross-validation on macro-F1 (`LogisticRegressionCV`), and a class-weighted decision tree. Baselines: hidden-state
+probes (mean- or last-token-pooled activations, `Activations.pool`) and TF-IDF 1-2 grams (`tfidf_features`).
+`zero_shot` scores label words at a prompt's next token, for the behaviour-prediction experiment.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import numbers
+import time
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+from tqdm.auto import tqdm
+
+from saelab._version import __version__
+from saelab.activations import (
+    Activations,
+    _check_hooks,
+    _check_texts,
+    _pool_segments,
+    _stop_at_layer,
+    extract,
+)
+from saelab.config import cache_dir
+from saelab.io import atomic_dir, read_json, save_tensors, sha256_text, write_json
+from saelab.models import model_fingerprint, model_name
+
+POOLINGS = ("topn", "mean", "max", "sum", "last")
+CLASSIFIERS = ("logreg", "tree")
+#: kinds of rows in a padded batch (`PaddedTokens.kinds`)
+REAL, BOS, PAD = 0, 1, 2
+DEFAULT_CS = (0.01, 0.1, 1.0)  # the C grid searched by cross-validation (inverse L2 strength)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Token rows with padding and BOS: what the anchor pools
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class PaddedTokens:
+    """Token-level activations of padded batches, every position kept: `kinds[row]` is REAL, BOS or PAD.
+
+    `activations` is an ordinary token-level `Activations` whose rows for text i are all columns of its batch row
+    (width = longest text in its batch). Pool with `sae_features(..., faithful=True)` to include every row, as the
+    anchor does, or `faithful=False` to keep REAL rows only.
+    """
+
+    activations: Activations
+    kinds: torch.Tensor  # [n_rows] int8
+    batch_size: int
+    padding_side: str
+
+    def real_only(self) -> Activations:
+        """The REAL rows only, as `saelab.extract(..., pooling="none")` gives them (up to float rounding)."""
+        keep = self.kinds == REAL
+        acts = self.activations
+        text_of_row = torch.repeat_interleave(torch.arange(len(acts.lengths)), acts.lengths)
+        lengths = torch.bincount(text_of_row[keep], minlength=len(acts.lengths))
+        return Activations(acts.hooks, "none", {h: x[keep] for h, x in acts.acts.items()}, lengths,
+                           acts.token_ids[keep], {**acts.meta, "padded": False}, None)
+
+    def __repr__(self) -> str:
+        counts = torch.bincount(self.kinds.long(), minlength=3).tolist()
+        return (f"PaddedTokens({len(self.activations.lengths)} texts, rows: {counts[REAL]:,} real / {counts[BOS]:,} "
+                f"BOS / {counts[PAD]:,} padding; batch_size={self.batch_size}, padding {self.padding_side})")
+
+
+def padded_tokens(model, texts: Sequence[str], hook: str | Sequence[str], *, batch_size: int = 8,
+                  max_length: int = 512, cache: bool | str | Path | None = True, progress: bool = True) -> PaddedTokens:
+    """Run `texts` in padded batches of `batch_size`, in the order given, and keep every position of every row.
+
+    This is how the anchor's Hugging Face pipeline sees a text: the tokenizer pads a batch to its longest text
+    (on the tokenizer's own side; Gemma pads on the left), the model runs with the attention mask, and
+    `hidden_states[L]` holds a vector at every position, padding included. Only the rows' *kinds* are recorded
+    here; which rows to pool is decided later (`sae_features(..., faithful=...)`).
+
+    cache: True (saelab's cache folder), a folder, or None. The key covers the model weights, hooks, texts,
+        batch size, padding side and saelab version: padding depends on batch-mates, so all of them matter.
+    """
+    texts = _check_texts(texts)
+    hooks = _check_hooks(model, hook)
+    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
+    tokenizer = model.tokenizer
+    meta = {"model": model_name(model), "model_fingerprint": model_fingerprint(model), "hooks": hooks,
+            "pooling": "none", "padded": True, "batch_size": int(batch_size), "padding_side": tokenizer.padding_side,
+            "max_length": max_length, "n_texts": len(texts), "dataset_fingerprint": sha256_text(*texts),
+            "saelab_version": __version__}
+    key = sha256_text(*(f"{k}={meta[k]}" for k in sorted(meta)))[:24]
+    folder = None
+    if cache:
+        folder = cache_dir("activations", "padded") / key if cache is True else Path(cache)
+        loaded = _load_padded(folder, key)
+        if loaded is not None:
+            return loaded
+    parts = []
+    stop = _stop_at_layer(model, hooks)
+    bar = tqdm(total=len(texts), desc="padded batches", unit="text", disable=not progress)
+    for start in range(0, len(texts), batch_size):
+        batch = texts[start:start + batch_size]
+        parts.append(_padded_batch(model, batch, hooks, stop, max_length))
+        bar.update(len(batch))
+    bar.close()
+    tensors = {h: torch.cat([p[h] for p in parts]) for h in hooks}
+    tensors["lengths"] = torch.cat([p["lengths"] for p in parts])
+    tensors["token_ids"] = torch.cat([p["token_ids"] for p in parts])
+    tensors["kinds"] = torch.cat([p["kinds"] for p in parts])
+    if folder is not None:
+        with atomic_dir(folder) as tmp:
+            save_tensors(tensors, tmp / "padded.safetensors")
+            write_json(tmp / "meta.json", {**meta, "key": key})
+    return _padded_from(tensors, meta, folder)
+
+
+@torch.no_grad()
+def _padded_batch(model, batch: list[str], hooks: list[str], stop: int | None, max_length: int) -> dict:
+    tokenizer = model.tokenizer
+    encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    ids, mask = encoded["input_ids"], encoded["attention_mask"]
+    device = next(model.parameters()).device
+    captured: dict[str, torch.Tensor] = {}
+
+    def capture(activation, hook, name):
+        captured[name] = activation.detach()
+
+    fwd_hooks = [(name, functools.partial(capture, name=name)) for name in hooks]
+    if stop is not None and stop >= model.cfg.n_layers:
+        stop = None  # a hook after the last block: run the whole model (the unembedding included)
+    with model.hooks(fwd_hooks=fwd_hooks):
+        model(ids.to(device), attention_mask=mask.to(device), stop_at_layer=stop)
+    kinds = torch.where(mask == 0, PAD, REAL)
+    if tokenizer.bos_token_id is not None:
+        kinds = torch.where((ids == tokenizer.bos_token_id) & (mask == 1), BOS, kinds)
+    n, width = ids.shape
+    out = {h: captured[h].float().cpu().reshape(n * width, -1) for h in hooks}
+    out["lengths"] = torch.full((n,), width, dtype=torch.long)
+    out["token_ids"] = ids.reshape(-1)
+    out["kinds"] = kinds.reshape(-1).to(torch.int8)
+    return out
+
+
+def _padded_from(tensors: dict, meta: dict, folder: Path | None) -> PaddedTokens:
+    hooks = meta["hooks"]
+    acts = Activations(hooks, "none", {h: tensors[h] for h in hooks}, tensors["lengths"], tensors["token_ids"],
+                       dict(meta), folder)
+    return PaddedTokens(acts, tensors["kinds"], meta["batch_size"], meta["padding_side"])
+
+
+def _load_padded(folder: Path, key: str) -> PaddedTokens | None:
+    try:
+        meta = read_json(folder / "meta.json")
+        if meta.get("key") != key:
+            return None
+        from safetensors.torch import load_file
+
+        return _padded_from(load_file(str(folder / "padded.safetensors")), meta, folder)
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Pooling SAE codes
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def _check_top_n(top_n: Any, d_sae: int) -> int:
+    if isinstance(top_n, bool) or not isinstance(top_n, numbers.Integral):
+        raise TypeError(f"top_n must be an integer between 1 and d_sae={d_sae}, got {top_n!r}.")
+    if not 1 <= top_n <= d_sae:
+        raise ValueError(f"top_n={top_n} is out of range: each token votes for between 1 and d_sae={d_sae} latents "
+                         "(for a TopK SAE, top_n above k adds nothing).")
+    return int(top_n)
+
+
+def pool_codes(codes: torch.Tensor, lengths: torch.Tensor, pooling: str, *, top_n: int = 20,
+               keep: torch.Tensor | None = None) -> torch.Tensor:
+    """Pool per-token SAE codes into one row per text.
+
+    Args:
+        codes: [n_rows, d_sae] codes of consecutive texts' token rows.
+        lengths: [n_texts] rows per text (they sum to n_rows).
+        pooling: one of POOLINGS. ``"topn"``: each counted row gives a 1 to each of its `top_n` largest *active*
+            (> 0) latents; the result counts, per latent, the rows where it was among the top `top_n`.
+        keep: optional [n_rows] bool, the rows to pool (e.g. real tokens only); default every row.
+
+    Returns [n_texts, d_sae] float32. A text with no counted row raises a ValueError (it has no features).
+    """
+    if pooling not in POOLINGS:
+        raise ValueError(f"Unknown pooling {pooling!r}; choose one of {POOLINGS}.")
+    lengths = torch.as_tensor(lengths, dtype=torch.long)
+    if codes.dim() != 2 or int(lengths.sum()) != len(codes):
+        raise ValueError(f"codes must be [n_rows, d_sae] with n_rows = sum(lengths) = {int(lengths.sum())}, "
+                         f"got shape {tuple(codes.shape)}.")
+    codes = codes.float()
+    segment = torch.repeat_interleave(torch.arange(len(lengths)), lengths)
+    if keep is not None:
+        keep = torch.as_tensor(keep, dtype=torch.bool)
+        if keep.shape != (len(codes),):
+            raise ValueError(f"keep must be a bool mask of {len(codes)} rows, got shape {tuple(keep.shape)}.")
+        codes, segment = codes[keep], segment[keep]
+        lengths = torch.bincount(segment, minlength=len(lengths))
+    empty = (lengths == 0).nonzero().flatten()
+    if len(empty):
+        raise ValueError(f"{len(empty)} text(s) have no token rows to pool (first: text {int(empty[0])}); "
+                         "check the texts are not empty and the keep mask keeps at least one row per text.")
+    if pooling != "topn":
+        return _pool_segments(codes, segment, lengths, pooling)
+    top_n = _check_top_n(top_n, codes.shape[1])
+    values, latents = codes.topk(top_n, dim=1)
+    votes = (values > 0).float()  # a TopK SAE has k active latents: an inactive one never gets a vote
+    out = torch.zeros(len(lengths), codes.shape[1])
+    out.index_put_((segment[:, None].expand_as(latents), latents), votes, accumulate=True)
+    return out
+
+
+def sae_features(sae, tokens: Activations | PaddedTokens, *, hook: str | None = None,
+                 poolings: Sequence[str] = POOLINGS, top_n: int = 20, faithful: bool = False,
+                 batch_texts: int = 256, progress: bool = True) -> dict[str, sp.csr_matrix]:
+    """Encode token rows with `sae` in batches of texts and pool them: ``{pooling: [n_texts, d_sae] CSR}``.
+
+    tokens: a token-level extraction (`saelab.extract(..., pooling="none")`: real tokens only, BOS skipped) or
+        `padded_tokens(...)` (every position of padded batches).
+    faithful: with `PaddedTokens`, pool every row, BOS and padding included, as the anchor does; otherwise
+        pool real tokens only. Plain `Activations` hold real tokens only, so faithful=True needs `PaddedTokens`.
+    Features are returned sparse (SAE codes mostly are), so wide SAEs on thousands of texts fit in memory.
+    """
+    poolings = list(poolings)
+    bad = [p for p in poolings if p not in POOLINGS]
+    if bad or not poolings:
+        raise ValueError(f"Unknown or no pooling(s) {bad}; choose from {POOLINGS}.")
+    if "topn" in poolings:
+        _check_top_n(top_n, sae.cfg.d_sae)
+    kinds = None
+    if isinstance(tokens, PaddedTokens):
+        kinds, tokens = tokens.kinds, tokens.activations
+    elif faithful:
+        raise ValueError("faithful=True pools padding and BOS rows, which saelab.extract never keeps: "
+                         "get the rows with saelab.probing.padded_tokens(model, texts, hook) first.")
+    if tokens.pooling != "none":
+        raise ValueError(f"sae_features needs token-level activations (pooling='none'), got {tokens.pooling!r}.")
+    hook = hook or getattr(sae.cfg, "hook_name", None) or (tokens.hooks[0] if len(tokens.hooks) == 1 else None)
+    if hook not in tokens.hooks:
+        raise ValueError(f"No activations for hook {hook!r} (the SAE's hook unless hook= is given); these tokens "
+                         f"have {tokens.hooks}. Pass hook= to choose one.")
+    x, offsets, lengths = tokens[hook], tokens.offsets, tokens.lengths
+    parts: dict[str, list[sp.csr_matrix]] = {p: [] for p in poolings}
+    bar = tqdm(total=len(lengths), desc="SAE features", unit="text", disable=not progress)
+    with torch.no_grad():
+        for start in range(0, len(lengths), batch_texts):
+            end = min(start + batch_texts, len(lengths))
+            a, b = int(offsets[start]), int(offsets[end])
+            codes = sae.encode(x[a:b].to(sae.device, sae.dtype)).float().cpu()
+            keep = None if (kinds is None or faithful) else (kinds[a:b] == REAL)
+            for pooling in poolings:
+                pooled = pool_codes(codes, lengths[start:end], pooling, top_n=top_n, keep=keep)
+                parts[pooling].append(sp.csr_matrix(pooled.numpy()))
+            bar.update(end - start)
+    bar.close()
+    return {p: sp.vstack(parts[p], format="csr") for p in poolings}
+
+
+def binarize(X, threshold: float = 1.0):
+    """``X > threshold`` as 0/1 floats, in X's own kind (numpy array, scipy sparse matrix or torch tensor).
+
+    The anchor's threshold is 1.0 on top-n counts: a latent is "on" for a text when it won a top-n slot on more
+    than one token. Pooled SAE features are non-negative, so a negative threshold (every zero becomes a one) and a
+    threshold at or above the largest value (everything becomes zero) are errors.
+    """
+    if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not math.isfinite(threshold):
+        raise ValueError(f"threshold must be a finite number, got {threshold!r}.")
+    if threshold < 0:
+        raise ValueError(f"threshold={threshold} is out of range: pooled SAE features are >= 0, so a negative "
+                         "threshold would switch every absent latent on. Use a threshold >= 0 (the anchor: 1.0).")
+    largest = _max_value(X)
+    if threshold >= largest:
+        raise ValueError(f"threshold={threshold} is out of range: no value exceeds it (the largest is {largest:g}), "
+                         "so every feature would be 0. Use a threshold below the largest value.")
+    if sp.issparse(X):
+        out = X.tocsr(copy=True)
+        out.data = (out.data > threshold).astype(np.float32)
+        out.eliminate_zeros()
+        return out
+    if isinstance(X, torch.Tensor):
+        return (X > threshold).float()
+    return (np.asarray(X) > threshold).astype(np.float32)
+
+
+def _max_value(X) -> float:
+    if sp.issparse(X):
+        return float(X.max()) if X.nnz else 0.0
+    if isinstance(X, torch.Tensor):
+        return float(X.max()) if X.numel() else 0.0
+    X = np.asarray(X)
+    return float(X.max()) if X.size else 0.0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Scores and classifiers
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class F1Score:
+    """Macro-F1 on a test set with a percentile bootstrap interval over test items."""
+
+    value: float
+    low: float
+    high: float
+    n_boot: int
+    level: float = 0.95
+
+    def __str__(self) -> str:
+        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
+
+
+def _macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """Macro-F1 of each row of [B, n] label arrays, averaged over the classes present in that row's true or
+    predicted labels (what `sklearn.metrics.f1_score(average="macro")` does)."""
+    f1 = np.zeros(y_true.shape[0])
+    present = np.zeros(y_true.shape[0])
+    for c in range(n_classes):
+        t, p = y_true == c, y_pred == c
+        tp = (t & p).sum(1)
+        fp_fn = (t ^ p).sum(1)
+        here = (tp + fp_fn) > 0
+        f1 += np.where(here, 2 * tp / np.maximum(2 * tp + fp_fn, 1), 0.0)
+        present += here
+    return f1 / np.maximum(present, 1)
+
+
+def macro_f1(y_true, y_pred, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> F1Score:
+    """Macro-F1 of predictions, with a percentile bootstrap interval (test items resampled `n_boot` times)."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
+        raise ValueError(f"y_true and y_pred must be 1-D and of the same, non-zero length; got {y_true.shape} and "
+                         f"{y_pred.shape}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level}.")
+    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
+    t, p = codes[: len(y_true)], codes[len(y_true):]
+    value = float(_macro_f1_rows(t[None], p[None], len(classes))[0])
+    if n_boot < 1:
+        return F1Score(value, math.nan, math.nan, 0, level)
+    rng = np.random.default_rng(seed)
+    scores = []
+    for start in range(0, n_boot, 200):  # chunks keep memory at 200 x n
+        idx = rng.integers(0, len(t), size=(min(200, n_boot - start), len(t)))
+        scores.append(_macro_f1_rows(t[idx], p[idx], len(classes)))
+    scores = np.concatenate(scores)
+    alpha = (1 - level) / 2
+    return F1Score(value, float(np.quantile(scores, alpha)), float(np.quantile(scores, 1 - alpha)), n_boot, level)
+
+
+@dataclass
+class ProbeResult:
+    """A fitted classifier and its test-set scores."""
+
+    classifier: str
+    f1: F1Score
+    accuracy: float
+    y_pred: np.ndarray
+    model: Any = field(repr=False)
+    n_features: int
+    n_train: int
+    n_test: int
+    params: dict[str, Any] = field(default_factory=dict)  # e.g. the C chosen by cross-validation, tree depth
+    seconds: float = 0.0
+
+    @property
+    def macro_f1(self) -> float:
+        return self.f1.value
+
+    def row(self, **extra: Any) -> dict[str, Any]:
+        """A flat dict for a results table."""
+        return {**extra, "classifier": self.classifier, "macro_f1": self.f1.value, "ci_low": self.f1.low,
+                "ci_high": self.f1.high, "accuracy": self.accuracy, "n_features": self.n_features,
+                **{f"param_{k}": v for k, v in self.params.items()}, "seconds": self.seconds}
+
+
+def _as_matrix(X, what: str):
+    if isinstance(X, torch.Tensor):
+        X = X.detach().cpu().numpy()
+    if sp.issparse(X):
+        X = X.tocsr()
+        data = X.data
+    else:
+        X = np.asarray(X, dtype=np.float32)
+        data = X
+    if X.ndim != 2:
+        raise ValueError(f"{what} must be a 2-D feature matrix [n_texts, n_features], got shape {X.shape}.")
+    if not np.isfinite(data).all():
+        raise ValueError(f"{what} holds NaN or infinite values (an empty text pooled to NaN?); drop those rows.")
+    return X
+
+
+def check_labelled(X, y, what: str = "training") -> tuple[Any, np.ndarray]:
+    """Validate a feature matrix and its labels: same length, at least two classes, finite values."""
+    X = _as_matrix(X, f"X ({what})")
+    y = np.asarray(y)
+    if y.ndim != 1:
+        raise ValueError(f"{what} labels must be 1-D, got shape {y.shape}.")
+    if X.shape[0] != len(y):
+        raise ValueError(f"{what} features have {X.shape[0]} rows but there are {len(y)} labels: texts and labels "
+                         "must line up one to one.")
+    classes = np.unique(y)
+    if what == "training" and len(classes) < 2:
+        raise ValueError(f"The {what} labels hold a single class ({classes.tolist()}): a classifier needs at least "
+                         "two. Check the split (stratify it) or the labels.")
+    return X, y
+
+
+def _logreg(Cs: Sequence[float], cv: int, seed: int, max_iter: int, sparse: bool):
+    from sklearn.linear_model import LogisticRegression, LogisticRegressionCV
+    from sklearn.metrics import f1_score, make_scorer
+    from sklearn.model_selection import StratifiedKFold
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import MaxAbsScaler, StandardScaler
+
+    # Sparse (SAE, TF-IDF) features: MaxAbsScaler puts each column in [0, 1] and keeps the matrix sparse, so one
+    # grid of C suits counts, sums and 0/1 features alike. Dense hidden states: standardised, because a few
+    # massive dimensions would squash every other column under max-abs scaling (and slow the solver down).
+    scaler = MaxAbsScaler() if sparse else StandardScaler()
+    if len(Cs) == 1:  # nothing to choose: one fit
+        return make_pipeline(scaler, LogisticRegression(C=Cs[0], class_weight="balanced", max_iter=max_iter,
+                                                        random_state=seed))
+    # The scorer is built by hand: scikit-learn 1.9's "f1_macro" string breaks LogisticRegressionCV on two
+    # classes (pos_label passed twice).
+    # scikit-learn >= 1.8 warns unless the (pure L2) penalty and the new attribute layout are spelled out
+    accepted = inspect.signature(LogisticRegressionCV).parameters
+    newer = {"l1_ratios": (0.0,), "use_legacy_attributes": False}
+    return make_pipeline(scaler, LogisticRegressionCV(
+        Cs=list(Cs), cv=StratifiedKFold(cv, shuffle=True, random_state=seed),
+        scoring=make_scorer(f1_score, average="macro"), class_weight="balanced", max_iter=max_iter,
+        random_state=seed, **{k: v for k, v in newer.items() if k in accepted}))
+
+
+def fit_probe(X_train, y_train, X_test, y_test, classifier: str = "logreg", *, Cs: Sequence[float] = DEFAULT_CS,
+              cv: int = 5, max_depth: int | None = None, seed: int = 0, n_boot: int = 1000,
+              max_iter: int = 1000) -> ProbeResult:
+    """Fit a classifier on the training features and score macro-F1 (with a bootstrap interval) on the test set.
+
+    classifier: ``"logreg"``: class-weighted logistic regression (L2) after scaling, C chosen among `Cs`
+        by stratified `cv`-fold cross-validation on macro-F1 (the anchor's class-weighted linear probe; with a
+        single C there is nothing to choose and it is fitted once). ``"tree"``: a class-weighted decision tree
+        (`max_depth` None = grown until pure, scikit-learn's default).
+    """
+    if classifier not in CLASSIFIERS:
+        raise ValueError(f"Unknown classifier {classifier!r}; choose one of {CLASSIFIERS}.")
+    X_train, y_train = check_labelled(X_train, y_train, "training")
+    X_test, y_test = check_labelled(X_test, y_test, "test")
+    if X_train.shape[1] != X_test.shape[1]:
+        raise ValueError(f"Training and test features differ in width ({X_train.shape[1]} vs {X_test.shape[1]}).")
+    started = time.perf_counter()
+    params: dict[str, Any] = {}
+    if classifier == "logreg":
+        Cs = [float(c) for c in Cs]
+        if not Cs or any(c <= 0 for c in Cs):
+            raise ValueError(f"Cs must be positive inverse regularisation strengths, got {Cs}.")
+        n_min = int(np.bincount(np.unique(y_train, return_inverse=True)[1]).min())
+        folds = max(2, min(cv, n_min))
+        model = _logreg(Cs, folds, seed, max_iter, sp.issparse(X_train))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*did not converge.*")
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*least populated class.*")
+            model.fit(X_train, y_train)
+        fitted = model[-1]
+        params["C"] = float(np.ravel(fitted.C_)[0]) if hasattr(fitted, "C_") else float(fitted.C)
+    else:
+        from sklearn.tree import DecisionTreeClassifier
+
+        model = DecisionTreeClassifier(class_weight="balanced", max_depth=max_depth, random_state=seed)
+        model.fit(X_train, y_train)
+        params["depth"] = int(model.get_depth())
+        params["leaves"] = int(model.get_n_leaves())
+    y_pred = model.predict(X_test)
+    return ProbeResult(classifier, macro_f1(y_test, y_pred, n_boot=n_boot, seed=seed),
+                       float(np.mean(y_pred == y_test)), y_pred, model, int(X_train.shape[1]), len(y_train),
+                       len(y_test), params, time.perf_counter() - started)
+
+
+def threshold_sweep(X_train, y_train, X_test, y_test, thresholds: Sequence[float], classifier: str = "logreg",
+                    **probe_kwargs: Any) -> list[dict[str, Any]]:
+    """Binarize at each threshold, fit, score: one table row per threshold (threshold, share of ones, macro-F1...).
+
+    Every threshold is checked first (non-negative, below the largest training value), so a bad sweep fails
+    before any fitting.
+    """
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("threshold_sweep needs at least one threshold.")
+    largest = _max_value(X_train)
+    bad = [t for t in thresholds if not (0 <= t < largest)]
+    if bad:
+        raise ValueError(f"threshold(s) {bad} out of range: use values >= 0 and below the largest training value "
+                         f"({largest:g}).")
+    rows = []
+    for t in thresholds:
+        Xb_train, Xb_test = binarize(X_train, t), _binarize_unchecked(X_test, t)
+        density = Xb_train.nnz / max(1, np.prod(Xb_train.shape)) if sp.issparse(Xb_train) else float(Xb_train.mean())
+        result = fit_probe(Xb_train, y_train, Xb_test, y_test, classifier, **probe_kwargs)
+        rows.append(result.row(threshold=t, density=float(density)))
+    return rows
+
+
+def _binarize_unchecked(X, threshold: float):
+    """Binarize test features at a threshold already validated on the training features (a test set may lack
+    values above it, which is no error)."""
+    if sp.issparse(X):
+        out = X.tocsr(copy=True)
+        out.data = (out.data > threshold).astype(np.float32)
+        out.eliminate_zeros()
+        return out
+    return (np.asarray(X) > threshold).astype(np.float32)
+
+
+def binarize_pair(X_train, X_test, threshold: float = 1.0):
+    """Binarize training and test features at one threshold (validated on the training features)."""
+    return binarize(X_train, threshold), _binarize_unchecked(_as_matrix(X_test, "X (test)"), threshold)
+
+
+def top_latents(result: ProbeResult, n: int = 5) -> list[dict[str, Any]]:
+    """The latents (feature columns) a fitted logistic-regression probe weighs most, per class: for each class
+    the `n` columns with the largest positive weight (in scaled units). Rows: class, latent, weight."""
+    if result.classifier != "logreg":
+        raise ValueError("top_latents reads logistic-regression weights; fit with classifier='logreg'.")
+    scaler, lr = result.model[0], result.model[-1]
+    coef = np.atleast_2d(lr.coef_)
+    classes = list(lr.classes_)
+    if coef.shape[0] == 1 and len(classes) == 2:  # binary: one row of weights for the positive class
+        coef = np.vstack([-coef[0], coef[0]])
+    rows = []
+    for c, label in enumerate(classes):
+        for j in np.argsort(-coef[c])[:n]:
+            rows.append({"class": label, "latent": int(j), "weight": float(coef[c, j]),
+                         "scale": float(scaler.scale_[j])})
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Baselines
+# ------------------------------------------------------------------------------------------------------------------
+
+
+def tfidf_features(train_texts: Sequence[str], test_texts: Sequence[str], *, ngram_range: tuple[int, int] = (1, 2),
+                   min_df: int = 2, max_features: int | None = 50_000):
+    """TF-IDF features of 1-2 grams, fitted on the training texts only: (X_train, X_test, vectorizer)."""
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    train_texts, test_texts = _check_texts(train_texts), _check_texts(test_texts)
+    vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=min_df, max_features=max_features,
+                                 sublinear_tf=True)
+    return vectorizer.fit_transform(train_texts), vectorizer.transform(test_texts), vectorizer
+
+
+def take_texts(tokens: Activations, indices: Sequence[int], hooks: Sequence[str] | None = None) -> Activations:
+    """A token-level extraction restricted to some texts (in the order of `indices`) and, optionally, hooks."""
+    if tokens.pooling != "none":
+        raise ValueError("take_texts works on token-level activations (pooling='none').")
+    hooks = list(tokens.hooks if hooks is None else hooks)
+    missing = [h for h in hooks if h not in tokens.hooks]
+    if missing:
+        raise ValueError(f"No activations for hook(s) {missing}; these tokens have {tokens.hooks}.")
+    indices = torch.as_tensor(list(indices), dtype=torch.long)
+    offsets = tokens.offsets
+    rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i + 1])) for i in indices.tolist()]) \
+        if len(indices) else torch.zeros(0, dtype=torch.long)
+    return Activations(hooks, "none", {h: tokens.acts[h][rows] for h in hooks}, tokens.lengths[indices].clone(),
+                       tokens.token_ids[rows], dict(tokens.meta), None)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# Zero-shot labels, for the behaviour-prediction experiment
+# ------------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ZeroShot:
+    """A model's zero-shot labels: the label word it scores highest as the prompt's next token.
+
+    `predictions` are calibrated when `calibration` is set (see `zero_shot`), `raw_predictions` never are.
+    """
+
+    label_words: list[str]
+    label_token_ids: list[int]
+    template: str
+    logits: torch.Tensor  # [n_texts, n_labels] next-token logits of the label words
+    raw_predictions: np.ndarray
+    predictions: np.ndarray
+    tokens: Activations  # token-level activations of the prompts at the requested feature hooks
+    calibration: torch.Tensor | None = None  # [n_labels] log of the content-free label probabilities
+
+    def correct(self, labels, raw: bool = False) -> np.ndarray:
+        labels = np.asarray(labels)
+        if len(labels) != len(self.predictions):
+            raise ValueError(f"{len(labels)} labels for {len(self.predictions)} zero-shot predictions.")
+        return (self.raw_predictions if raw else self.predictions) == labels
+
+    def accuracy(self, labels, raw: bool = False) -> float:
+        return float(self.correct(labels, raw).mean())
+
+
+def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") -> list[int]:
+    """The first token of each label word as it would follow the prompt (`prefix` + word); they must differ."""
+    ids = [tokenizer.encode(prefix + w, add_special_tokens=False)[0] for w in label_words]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"The label words {list(label_words)} share a first token ({ids}); choose words whose "
+                         "first tokens differ, or score whole words.")
+    return ids
+
+
+def zero_shot(model, texts: Sequence[str], label_words: Sequence[str], *,
+              template: str = "Tweet: {text}\nSentiment (negative, neutral or positive):",
+              prefix: str = " ", feature_hooks: Sequence[str] = (), calibrate: bool = False,
+              content_free: Sequence[str] = ("N/A", "", "[MASK]"), batch_size: int = 32, cache: bool = True,
+              progress: bool = True) -> ZeroShot:
+    """Zero-shot classification by label-word scoring: the label whose word's first token gets the highest
+    next-token logit after the prompt.
+
+    One forward pass per prompt, cached: `saelab.extract` reads the final residual stream (it stops before the
+    unembedding) together with `feature_hooks`; the final norm and unembedding then run on the last position
+    only, for the label words' columns (`prefix` + word: a space, as words follow a colon). The prompt's token
+    activations at `feature_hooks` come back as `ZeroShot.tokens`, so the same pass gives the features for
+    predicting the model's behaviour.
+
+    calibrate: contextual calibration (Zhao et al. 2021): small models favour one label word whatever the text;
+        the label probabilities (renormalised over the label words) of `content_free` texts, averaged, estimate
+        that prior, and each prediction divides it out. `raw_predictions` keep the uncalibrated labels.
+    """
+    texts = _check_texts(texts)
+    if "{text}" not in template:
+        raise ValueError("template must contain '{text}' where the text goes.")
+    if len(label_words) < 2:
+        raise ValueError("zero_shot needs at least two label words.")
+    ids = label_token_ids(model.tokenizer, label_words, prefix)
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    hooks = list(dict.fromkeys([*feature_hooks, final]))
+    prompts = [template.format(text=t) for t in texts]
+    acts = extract(model, prompts, hooks, pooling="none", batch_size=batch_size, cache=cache,
+                   dataset="zero-shot prompts", progress=progress)
+    last_rows = acts.offsets[1:] - 1
+    logits = label_logits(model, acts[final][last_rows], ids)
+    kept = {h: acts[h] for h in hooks if h != final or final in feature_hooks}
+    tokens = Activations(list(kept), "none", kept, acts.lengths, acts.token_ids, acts.meta, acts.folder)
+    raw = logits.argmax(1).numpy()
+    if not calibrate:
+        return ZeroShot(list(label_words), ids, template, logits, raw, raw.copy(), tokens)
+    free = extract(model, [template.format(text=t) for t in content_free], final, pooling="last", progress=False)
+    offset = label_logits(model, free.tensor, ids).softmax(1).mean(0).log()
+    calibrated = (logits.log_softmax(1) - offset).argmax(1).numpy()
+    return ZeroShot(list(label_words), ids, template, logits, raw, calibrated, tokens, offset)
+
+
+@torch.no_grad()
+def label_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int], chunk: int = 64) -> torch.Tensor:
+    """Next-token logits of `token_ids` from final-block residuals [n, d_model], through the model's own final
+    norm and unembedding (what the model's forward computes at those positions)."""
+    from saelab.viz import _final_norm_and_unembed
+
+    norm, unembed = _final_norm_and_unembed(model)
+    param = next(model.parameters())
+    ids = torch.as_tensor(list(token_ids), device=param.device)
+    out = []
+    for start in range(0, len(final_resid), chunk):
+        h = final_resid[start:start + chunk].to(param.device, param.dtype)
+        out.append(unembed(norm(h))[:, ids].float().cpu())
+    return torch.cat(out) if out else torch.zeros(0, len(ids))
+
+
+__all__ = [
+    "BOS",
+    "CLASSIFIERS",
+    "PAD",
+    "POOLINGS",
+    "REAL",
+    "F1Score",
+    "PaddedTokens",
+    "ProbeResult",
+    "ZeroShot",
+    "binarize",
+    "binarize_pair",
+    "check_labelled",
+    "fit_probe",
+    "label_logits",
+    "label_token_ids",
+    "macro_f1",
+    "padded_tokens",
+    "pool_codes",
+    "sae_features",
+    "take_texts",
+    "tfidf_features",
+    "threshold_sweep",
+    "top_latents",
+    "zero_shot",
+]
