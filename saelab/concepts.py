@@ -35,7 +35,7 @@ from saelab import metrics
 from saelab.classifier import PromptedClassifier
 from saelab.classifsae import ClassifSAE
 from saelab.sae import SAE, SAEConfig
-from saelab.train import TrainConfig, train_sae
+from saelab.train import TrainConfig, train_sae, trains
 
 
 class ConceptExplainer:
@@ -282,6 +282,7 @@ def _diversity(concept: torch.Tensor) -> torch.Tensor:
     return ((c.T @ c).sum() - m) / (m * (m - 1))
 
 
+@trains
 def train_concept_net(classifier: PromptedClassifier, x_train: torch.Tensor, predicted_labels: np.ndarray, *,
                       name: str, n_concepts: int = 20, hidden_dim: int = 256, threshold: float | None = None,
                       coherence_weight: float = 0.1, diversity_weight: float = 0.1, ae_weight: float = 0.0,

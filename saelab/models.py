@@ -111,13 +111,47 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     else:
         bridge, fingerprint = _load_from_hub(name)
         source = f"hub:{name}"
+    bridge = _finish_bridge(bridge, device, name, source, fingerprint)
+    log.info("loaded %s on %s in %.1fs", name, device, time.perf_counter() - started)
+    return bridge
+
+
+def _finish_bridge(bridge, device: str, name: str, source: str, fingerprint: str):
+    """Move to `device` in eval mode, make cached generation sound, and record where the weights came from."""
     bridge = bridge.to(device).eval()
+    keep_kv_cache(bridge)
     # Recorded on the model so that caches and saved artefacts can say exactly which weights produced them.
     bridge.saelab_name = name
     bridge.saelab_source = source
     bridge.saelab_fingerprint = fingerprint
-    log.info("loaded %s on %s in %.1fs", name, device, time.perf_counter() - started)
     return bridge
+
+
+def _pass_cache_under_old_name(module, args, kwargs):
+    if kwargs.get("cache") is not None and kwargs.get("past_key_values") is None:
+        kwargs["past_key_values"] = kwargs["cache"]
+        return args, kwargs
+    return None
+
+
+def keep_kv_cache(model) -> int:
+    """Make the bridge's attention read and write the KV cache whatever transformers calls it; returns hooks added.
+
+    TransformerLens 3.9 re-implements each attention layer and finds the KV cache in the keyword argument
+    `past_key_values`. transformers 5.24 renamed the argument that decoder layers pass to attention to `cache`
+    (the old name stays accepted until 5.40), so under the bridge the cache is silently never filled: with a KV
+    cache, every decoding step attends to itself alone and `generate` output is garbage. A forward pre-hook on each
+    attention bridge hands the cache over under the old name too. Idempotent; harmless on transformers < 5.24.
+    """
+    from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
+
+    added = 0
+    for module in model.modules():
+        if isinstance(module, AttentionBridge) and not getattr(module, "_saelab_keeps_kv_cache", False):
+            module.register_forward_pre_hook(_pass_cache_under_old_name, with_kwargs=True)
+            module._saelab_keeps_kv_cache = True
+            added += 1
+    return added
 
 
 def _load_embedded(spec: EmbeddedModel):
@@ -276,15 +310,13 @@ def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, device: str 
         pad_token_id=0, eos_token_id=1, bos_token_id=2,
     )
     config.architectures = ["Gemma3ForCausalLM"]
-    torch.manual_seed(seed)
-    hf_model = Gemma3ForCausalLM(config).eval()
+    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
+        torch.manual_seed(seed)
+        hf_model = Gemma3ForCausalLM(config).eval()
     with _quiet_transformers():
         bridge = TransformerBridge.boot_transformers("google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer)
-    bridge = bridge.to(device or "cpu").eval()
-    bridge.saelab_name = f"tiny-gemma3-{n_layers}x{d_model}-seed{seed}"
-    bridge.saelab_source = "code:saelab.models.tiny_model"
-    bridge.saelab_fingerprint = bridge.saelab_name
-    return bridge
+    name = f"tiny-gemma3-{n_layers}x{d_model}-seed{seed}"
+    return _finish_bridge(bridge, device or "cpu", name, "code:saelab.models.tiny_model", name)
 
 
 def model_fingerprint(model) -> str:

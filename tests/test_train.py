@@ -430,3 +430,37 @@ def test_resume_refuses_a_different_sae(tmp_path):
         warnings.simplefilter("error")
         again = train_sae(source, cfg_for("topk"), tcfg, resume=True, progress=False)  # already complete
     assert len(again.training_log) == 2
+
+
+# ---- the caller's global state ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("mode", ["set_grad_enabled(False)", "no_grad", "inference_mode"])
+def test_training_works_whatever_the_callers_grad_mode_and_restores_it(mode):
+    """Notebooks often start with torch.set_grad_enabled(False); training enables grad for itself, trains the same
+    SAE as with grad on, and leaves the caller's setting (and random stream) as it was."""
+    tcfg = TrainConfig(n_steps=20, batch_size=128, lr=3e-3)
+    with torch.inference_mode():
+        made_in_inference = toy_data(600)  # tensors made under inference_mode are inference tensors
+    reference = train_sae(made_in_inference, cfg_for("topk"), tcfg, progress=False)
+    torch.manual_seed(5)
+    rng = torch.random.get_rng_state()
+    previous = torch.is_grad_enabled()
+    try:
+        if mode == "set_grad_enabled(False)":
+            torch.set_grad_enabled(False)
+            sae = train_sae(made_in_inference, cfg_for("topk"), tcfg, progress=False)
+            assert not torch.is_grad_enabled()
+        elif mode == "no_grad":
+            with torch.no_grad():
+                sae = train_sae(made_in_inference, cfg_for("topk"), tcfg, progress=False)
+                assert not torch.is_grad_enabled()
+        else:
+            with torch.inference_mode():
+                sae = train_sae(made_in_inference, cfg_for("topk"), tcfg, progress=False)
+                assert torch.is_inference_mode_enabled()
+    finally:
+        torch.set_grad_enabled(previous)
+    assert torch.equal(torch.random.get_rng_state(), rng)
+    for name, value in reference.state_dict().items():
+        torch.testing.assert_close(sae.state_dict()[name], value, msg=name)

@@ -3,7 +3,7 @@
 #   1. Playwright's Python package, pinned, from PyPI. Never `playwright install`: it downloads a browser build,
 #      which fails offline; the tests drive Debian's Chromium instead.
 #   2. A Chromium: $SAELAB_CHROMIUM when set, else /usr/bin/chromium (or chromium on the PATH), else Debian's
-#      package, installed with apt-get when this runs as root or with password-less sudo.
+#      package, through scripts/ensure_debian_package.sh (apt-get, as root or with password-less sudo).
 # When no browser can be had it exits 1 if CI=true (a missing browser must never pass silently in CI) and 0
 # otherwise, after saying that the browser tests will be skipped.
 set -uo pipefail
@@ -41,28 +41,8 @@ for candidate in /usr/bin/chromium chromium chromium-browser; do
     fi
 done
 
-command -v apt-get >/dev/null 2>&1 \
-    || cannot "Chromium is not installed and this machine has no apt-get. Install Chromium or Chrome and set SAELAB_CHROMIUM=/path/to/it."
-SUDO=""
-if [ "$(id -u)" -ne 0 ]; then
-    if command -v sudo >/dev/null 2>&1 && sudo -n true 2>/dev/null; then
-        SUDO="sudo -n"
-    else
-        cannot "Chromium is not installed, and installing it needs root. Run 'sudo apt-get install -y chromium', or set SAELAB_CHROMIUM=/path/to/chromium."
-    fi
-fi
-echo "browser tests: installing Debian's chromium (apt-get install -y chromium)"
-log="$(mktemp)"
-export DEBIAN_FRONTEND=noninteractive
-if ! $SUDO apt-get install -y -q chromium >"$log" 2>&1; then
-    # a fresh container may have no package lists yet
-    $SUDO apt-get update -q >>"$log" 2>&1 && $SUDO apt-get install -y -q chromium >>"$log" 2>&1
-fi
-if command -v /usr/bin/chromium >/dev/null 2>&1; then
-    rm -f "$log"
-    echo "browser tests: installed $(/usr/bin/chromium --version 2>/dev/null | head -n 1)"
-    exit 0
-fi
-tail -n 15 "$log" >&2
-rm -f "$log"
-cannot "apt-get could not install chromium (see above). Install Chromium or Chrome and set SAELAB_CHROMIUM=/path/to/it."
+# Debian's package, installed as the other system packages the tests need are; it says why when it cannot
+bash "$(dirname "$0")/../../scripts/ensure_debian_package.sh" chromium /usr/bin/chromium \
+    || cannot "Chromium could not be installed (see above). Install Chromium or Chrome and set SAELAB_CHROMIUM=/path/to/it."
+command -v /usr/bin/chromium >/dev/null 2>&1 || cannot "Chromium is not installed (see above). Install Chromium or Chrome and set SAELAB_CHROMIUM=/path/to/it."
+/usr/bin/chromium --version 2>/dev/null | head -n 1
