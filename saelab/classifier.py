@@ -18,6 +18,7 @@ with the full prompt as context, so a notebook can say how much the one-token sh
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import warnings
 from collections import Counter
@@ -149,7 +150,8 @@ class PromptedClassifier:
     Build it with `PromptedClassifier(model, label_names)`, then `fit(train_vectors, train_labels)` for the linear
     read-out (or `readout="label_tokens"`: zero-shot scoring of the label words' unembedding rows, nothing to fit).
     `logits_from_hidden(h)` is differentiable in h (for methods trained through the classifier, like ConceptSHAP).
-    The model's weights are frozen (requires_grad=False): saelab never trains the language model.
+    saelab never trains the language model: code that backpropagates through it does so inside `frozen_model()`,
+    which switches the model's `requires_grad` off for that block alone, so the caller's model is left as it was.
     """
 
     def __init__(self, model, label_names: Sequence[str], *, template: str = DEFAULT_TEMPLATE,
@@ -166,7 +168,6 @@ class PromptedClassifier:
         self.readout = readout
         self.hook_name = last_block_hooks(model)[0]
         self.d_model = int(model.cfg.d_model)
-        model.requires_grad_(False)
         hf = model.original_model
         self._block = hf.model.layers[model.cfg.n_layers - 1]
         self._norm = hf.model.norm
@@ -221,6 +222,18 @@ class PromptedClassifier:
         if isinstance(out, tuple):  # older transformers return (hidden_states, ...)
             out = out[0]
         return self._norm(out)[:, 0, :]
+
+    @contextlib.contextmanager
+    def frozen_model(self):
+        """Inside the block no gradient is computed for the language model's weights (restored afterwards)."""
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        for p in trainable:
+            p.requires_grad_(False)
+        try:
+            yield
+        finally:
+            for p in trainable:
+                p.requires_grad_(True)
 
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Class logits [n, n_classes] from hidden vectors [n, d_model] (differentiable in `hidden`)."""

@@ -308,32 +308,33 @@ def train_concept_net(classifier: PromptedClassifier, x_train: torch.Tensor, pre
     scale = (x - x.mean(0)).pow(2).sum(-1).mean()
     history = []
     bar = tqdm(range(n_epochs), desc=name, disable=not progress)
-    for epoch in bar:
-        causal = flip_weight > 0 and epoch >= n_epochs // 2
-        order = torch.randperm(len(x), generator=generator)
-        for start in range(0, len(x), batch_size):
-            idx = order[start:start + batch_size]
-            xb, yb = x[idx], y[idx]
-            cos = net.cosines(xb)
-            a = net.scores(cos)
-            hidden = net.decode(a)
-            logits = classifier.logits_from_hidden(metrics.rescale_to_norm(hidden, xb))
-            terms = {"ce": F.cross_entropy(logits, yb),
-                     "coherence": coherence_weight * _coherence(cos),
-                     "diversity": diversity_weight * _diversity(net.concept)}
-            if ae_weight:
-                terms["ae"] = ae_weight * (hidden - xb).pow(2).sum(-1).mean() / scale
-            if causal:
-                keep = (torch.rand(a.shape, generator=generator) > mask_prob).float()
-                masked = net.decode(net.scores(cos, keep))
-                p_masked = classifier.logits_from_hidden(metrics.rescale_to_norm(masked, xb)).softmax(-1)
-                terms["flip"] = -flip_weight * (logits.softmax(-1) - p_masked).abs().sum(-1).mean()
-            loss = sum(terms.values())
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-        history.append({"epoch": epoch + 1, **{k: float(v.detach()) for k, v in terms.items()}})
-        bar.set_postfix(ce=f"{history[-1]['ce']:.3f}")
+    with classifier.frozen_model():  # gradients reach the concept net only, never the language model
+        for epoch in bar:
+            causal = flip_weight > 0 and epoch >= n_epochs // 2
+            order = torch.randperm(len(x), generator=generator)
+            for start in range(0, len(x), batch_size):
+                idx = order[start:start + batch_size]
+                xb, yb = x[idx], y[idx]
+                cos = net.cosines(xb)
+                a = net.scores(cos)
+                hidden = net.decode(a)
+                logits = classifier.logits_from_hidden(metrics.rescale_to_norm(hidden, xb))
+                terms = {"ce": F.cross_entropy(logits, yb),
+                         "coherence": coherence_weight * _coherence(cos),
+                         "diversity": diversity_weight * _diversity(net.concept)}
+                if ae_weight:
+                    terms["ae"] = ae_weight * (hidden - xb).pow(2).sum(-1).mean() / scale
+                if causal:
+                    keep = (torch.rand(a.shape, generator=generator) > mask_prob).float()
+                    masked = net.decode(net.scores(cos, keep))
+                    p_masked = classifier.logits_from_hidden(metrics.rescale_to_norm(masked, xb)).softmax(-1)
+                    terms["flip"] = -flip_weight * (logits.softmax(-1) - p_masked).abs().sum(-1).mean()
+                loss = sum(terms.values())
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            history.append({"epoch": epoch + 1, **{k: float(v.detach()) for k, v in terms.items()}})
+            bar.set_postfix(ce=f"{history[-1]['ce']:.3f}")
     return ConceptNetExplainer(net, name, history)
 
 

@@ -8,17 +8,8 @@ set -uo pipefail
 PACKAGE="${1:?usage: ensure_debian_package.sh PACKAGE FILE}"
 FILE="${2:?usage: ensure_debian_package.sh PACKAGE FILE}"
 
-is_ci() { case "${CI:-}" in 1 | true | TRUE | True | yes | on) return 0 ;; esac; return 1; }
-
-cannot() {
-    echo "*** $PACKAGE: $1" >&2
-    if is_ci; then
-        echo "*** CI=true: stopping here, the tests that need $FILE must not be skipped in CI." >&2
-        exit 1
-    fi
-    echo "*** The tests that need $FILE will be SKIPPED on this machine." >&2
-    exit 0
-}
+source "$(dirname "$0")/ci_common.sh"
+cannot() { give_up "$PACKAGE: $1" "The tests that need $FILE"; }
 
 [ -e "$FILE" ] && exit 0
 

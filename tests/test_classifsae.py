@@ -284,6 +284,18 @@ def test_concept_nets_train_through_the_classifier(tiny):
         train_conceptshap(clf, hidden, labels + 3, n_epochs=1, progress=False)
 
 
+def test_training_through_the_classifier_leaves_the_callers_model_as_it_was(tiny):
+    """The language model is frozen only while a concept net trains through it: no gradient reaches its weights,
+    and the caller's requires_grad flags are back afterwards (a classifier no longer freezes the model for good)."""
+    before = {name: p.requires_grad for name, p in tiny.named_parameters()}
+    assert any(before.values())
+    clf, hidden, labels = toy_classifier(tiny, n=64)
+    assert {name: p.requires_grad for name, p in tiny.named_parameters()} == before
+    train_conceptshap(clf, hidden, labels, n_concepts=3, hidden_dim=8, n_epochs=1, batch_size=32, progress=False)
+    assert all(p.grad is None for p in tiny.parameters())
+    assert {name: p.requires_grad for name, p in tiny.named_parameters()} == before
+
+
 def test_evaluate_explainer_and_describe(tiny):
     clf, hidden, _ = toy_classifier(tiny, n=60)
     explainer = fit_ica(hidden, n_concepts=4)

@@ -11,17 +11,8 @@ set -uo pipefail
 PY="${1:-.venv/bin/python}"
 PLAYWRIGHT_PIN="playwright==1.65.2"
 
-is_ci() { case "${CI:-}" in 1 | true | TRUE | True | yes | on) return 0 ;; esac; return 1; }
-
-cannot() {
-    echo "*** browser tests: $1" >&2
-    if is_ci; then
-        echo "*** CI=true: stopping here, a missing browser must not pass silently." >&2
-        exit 1
-    fi
-    echo "*** The browser tests (tests/browser) will be SKIPPED on this machine." >&2
-    exit 0
-}
+source "$(dirname "$0")/../../scripts/ci_common.sh"
+cannot() { give_up "browser tests: $1" "The browser tests (tests/browser)"; }
 
 if ! "$PY" -c "import playwright.sync_api" 2>/dev/null; then
     echo "browser tests: installing $PLAYWRIGHT_PIN (the Python package only)"
