@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import numbers
 import re
 import time
 import warnings
@@ -45,14 +46,16 @@ class TextTokens:
 
 
 class LastOccurrence:
-    """Select the last token of the last whole-word occurrence of a word in each text (case-insensitive).
+    """Select the last token of the last whole-word occurrence of a word in each text (case-insensitive), among the
+    occurrences the model sees whole (a text cut to `max_length` tokens may lose its last ones).
 
     `words` is one word for every text, or one word per text (for example each WiC pair's target word).
     PS-Eval reads the SAE code here: the last position of the target word's copy in ``"... The {word} means"``.
     """
 
     def __init__(self, words: str | Sequence[str]):
-        self.words = words
+        listed = _check_words(words)
+        self.words = words if isinstance(words, str) else listed
 
     @property
     def spec(self) -> str:
@@ -60,16 +63,40 @@ class LastOccurrence:
         return "last_occurrence:" + sha256_text(*words)[:16]
 
     def _word(self, index: int) -> str:
-        return self.words if isinstance(self.words, str) else self.words[index]
+        if isinstance(self.words, str):
+            return self.words
+        if index >= len(self.words):
+            raise ValueError(f"last_occurrence got {len(self.words)} word(s) for text {index}: give one word for "
+                             "every text, or a single word for all of them.")
+        return self.words[index]
 
     def __call__(self, tokens: TextTokens) -> list[int]:
         word = self._word(tokens.index)
         matches = list(re.finditer(rf"(?<!\w){re.escape(word)}(?!\w)", tokens.text, flags=re.IGNORECASE))
-        if not matches:
-            return []
-        start, end = matches[-1].span()
-        covering = [i for i, (a, b) in enumerate(tokens.offsets) if b > a and a < end and b > start]
-        return covering[-1:]
+        seen = max((b for _, b in tokens.offsets), default=0)  # texts cut to max_length end early
+        for match in reversed(matches):
+            start, end = match.span()
+            if end > seen:  # cut off, wholly or in part: the model never sees this occurrence's last token
+                continue
+            covering = [i for i, (a, b) in enumerate(tokens.offsets) if b > a and a < end and b > start]
+            if covering:
+                return covering[-1:]
+        return []
+
+
+def _check_words(words) -> list[str]:
+    """The words of a selector as a list; a clear error for None, a non-string or an empty word."""
+    hint = "give the word to find (a string), or one word per text"
+    try:
+        listed = [words] if isinstance(words, str) else list(words)
+    except TypeError:
+        raise TypeError(f"last_occurrence: {hint}, not {words!r}.") from None
+    for i, word in enumerate(listed):
+        if not isinstance(word, str):
+            raise TypeError(f"last_occurrence: word {i} is {word!r}; {hint}.")
+        if not word.strip():
+            raise ValueError(f"last_occurrence: word {i} is empty ({word!r}); {hint}.")
+    return listed
 
 
 def last_occurrence(words: str | Sequence[str]) -> LastOccurrence:
@@ -175,16 +202,19 @@ def extract(
             folder. A cache is verified before use; a corrupt or mismatched one is rebuilt. Shards are written as
             they complete, so an interrupted call resumes where it stopped.
         shard_size: texts per shard on disk.
-        allow_missing: when a selector finds no position in a text, fill NaN and record it in
-            `meta["missing"]` instead of raising.
+        allow_missing: when a selector finds no position in a text (or `max_length` leaves no token to pool),
+            fill NaN and record it in `meta["missing"]` instead of raising.
         dataset: a name recorded in the metadata (for example the task name).
     """
     texts = _check_texts(texts)
     hooks = _check_hooks(model, hook)
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling '{pooling}'. Choose one of {POOLINGS}.")
-    if batch_size < 1 or shard_size < 1 or max_length < 1:
-        raise ValueError("batch_size, shard_size and max_length must all be positive integers.")
+    sizes = {"batch_size": batch_size, "shard_size": shard_size, "max_length": max_length}
+    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1}
+    if bad:
+        shown = ", ".join(f"{k}={v!r}" for k, v in bad.items())
+        raise ValueError(f"Got {shown}: batch_size, shard_size and max_length must all be positive integers.")
     if positions is not None and cache and not hasattr(positions, "spec"):
         raise ValueError(
             "A cached extraction needs a position selector with a `spec` string that identifies it "
@@ -221,6 +251,9 @@ def extract(
             meta.update(result.pop("_stats"))
             return _as_activations(result, hooks, pooling, meta, None)
         folder = Path(cache_dir("activations") / meta["cache_key"][:24]) if cache is True else Path(cache)
+        if folder.exists() and not folder.is_dir():
+            raise NotADirectoryError(f"cache={str(folder)!r} is a file, not a folder: pass a folder for the "
+                                     "activation cache (it is created when missing), True, or None.")
         return _extract_cached(extractor, texts, shards, folder, meta, bar)
     finally:
         bar.close()
@@ -229,7 +262,10 @@ def extract(
 def _check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("`texts` must be a list of strings, not a single string: wrap it as [text].")
-    texts = list(texts)
+    try:
+        texts = list(texts)
+    except TypeError:
+        raise TypeError(f"`texts` must be a list of strings, not {texts!r}.") from None
     if not texts:
         raise ValueError("`texts` is empty: give at least one text to extract activations from.")
     bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
@@ -247,9 +283,16 @@ def hook_names(model) -> list[str]:
 
 
 def _check_hooks(model, hook: str | Sequence[str]) -> list[str]:
-    hooks = [hook] if isinstance(hook, str) else list(hook)
+    example = "a hook name such as 'blocks.6.hook_resid_post', or a list of them"
+    try:
+        hooks = [hook] if isinstance(hook, str) else list(hook)
+    except TypeError:
+        raise TypeError(f"`hook` must be {example}, not {hook!r}.") from None
     if not hooks:
         raise ValueError("No hook given: pass a hook name such as 'blocks.6.hook_resid_post'.")
+    wrong = [h for h in hooks if not isinstance(h, str)]
+    if wrong:
+        raise TypeError(f"`hook` must be {example}, not {wrong[0]!r}.")
     valid = set(model.hook_dict)
     for name in hooks:
         if name not in valid:
@@ -327,12 +370,20 @@ class _Extractor:
         has_bos = self.tokenizer.bos_token_id is not None and ids[:1] == [self.tokenizer.bos_token_id]
         if self.positions is None:
             start = 0 if (self.include_bos or not has_bos) else 1
+            if start >= len(ids) and not self.allow_missing:  # pooling nothing would give a silent NaN row
+                raise ValueError(
+                    f"Text {first_index + i} has no token left to pool ({texts[i][:80]!r}): max_length="
+                    f"{self.max_length} keeps {len(ids)} token(s) and BOS is left out. Raise max_length, pass "
+                    "include_bos=True, or allow_missing=True to fill NaN and record it in meta['missing']."
+                )
             return list(range(start, len(ids)))
         offsets = [tuple(o) for o in encoded["offset_mapping"][i][: len(ids)]]
         info = TextTokens(first_index + i, texts[i], list(ids), offsets)
         chosen = sorted(set(int(p) for p in self.positions(info)))
         if any(p < 0 or p >= len(ids) for p in chosen):
-            raise ValueError(f"Position selector returned {chosen} for text {first_index + i} of {len(ids)} tokens.")
+            raise ValueError(f"Position selector returned {chosen} for text {first_index + i} of {len(ids)} tokens: "
+                             f"it must return positions between 0 and {len(ids) - 1} (0 is BOS; texts are cut to "
+                             f"max_length={self.max_length} tokens).")
         if not chosen and not self.allow_missing:
             raise ValueError(
                 f"The position selector found no position in text {first_index + i}: {texts[i][:80]!r}. "
@@ -459,7 +510,7 @@ def _valid_manifest(folder: Path, meta: dict) -> dict:
         folder.mkdir(parents=True, exist_ok=True)
         return fresh
     try:
-        manifest = read_json(path)
+        manifest = _read_manifest(folder)
         same = manifest["meta"]["cache_key"] == meta["cache_key"]
     except (ValueError, KeyError, OSError):
         warnings.warn(f"Activation cache manifest {path} is unreadable; rebuilding the cache.")
@@ -480,13 +531,45 @@ def _shard_intact(folder: Path, entry: dict) -> bool:
     return path.exists() and sha256_file(path) == entry["sha256"]
 
 
-def load_activations(folder: str | Path, verify: bool = True) -> Activations:
-    """Load a cached extraction; with `verify`, every shard's checksum is checked first."""
-    folder = Path(folder)
+def _read_manifest(folder: Path) -> dict:
+    """A cache folder's manifest, checked to have the layout `extract` writes; a ValueError that names what is wrong
+    (a manifest edited by hand, or half-written by another program) otherwise."""
     path = folder / MANIFEST
     if not path.exists():
         raise FileNotFoundError(f"No activation cache at {folder} (no {MANIFEST}); run saelab.extract(..., cache=...).")
-    manifest = read_json(path)
+    rebuild = "delete the folder, or call extract() again to rebuild it"
+    try:
+        manifest = read_json(path)
+    except (ValueError, UnicodeDecodeError) as err:
+        raise ValueError(f"The activation cache manifest {path} is not valid JSON ({err}); {rebuild}.") from None
+    problem = None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("meta"), dict) \
+            or not isinstance(manifest.get("shards"), dict):
+        problem = "it lacks 'meta' or 'shards'"
+    else:
+        missing = [k for k in ("hooks", "pooling", "cache_key") if k not in manifest["meta"]]
+        needed = ("file", "sha256", "missing", "n_truncated", "n_tokens")
+        bad = {k: [n for n in needed if n not in e] if isinstance(e, dict) else list(needed)
+               for k, e in manifest["shards"].items()}
+        bad = {k: lacks for k, lacks in bad.items() if lacks}
+        if missing:
+            problem = f"its meta lacks {missing}"
+        elif bad:
+            number, lacks = next(iter(bad.items()))
+            problem = f"its entry for shard {number} lacks {lacks}"
+        elif not all(k.isdigit() for k in manifest["shards"]):
+            problem = f"its shard numbers {sorted(manifest['shards'])} are not all numbers"
+    if problem:
+        raise ValueError(f"The activation cache manifest {path} is damaged: {problem}; {rebuild}.")
+    return manifest
+
+
+def load_activations(folder: str | Path, verify: bool = True) -> Activations:
+    """Load a cached extraction; with `verify`, every shard's checksum is checked first."""
+    folder = Path(folder)
+    manifest = _read_manifest(folder)
+    if not manifest["shards"]:
+        raise ValueError(f"The activation cache at {folder} lists no shards; call extract() again to rebuild it.")
     if not manifest.get("complete"):
         raise ValueError(f"The activation cache at {folder} is incomplete; call extract() again to resume it.")
     entries = [manifest["shards"][k] for k in sorted(manifest["shards"], key=int)]
@@ -517,11 +600,16 @@ class ShardedTokens:
 
     def __init__(self, folder: str | Path, hook: str):
         self.folder = Path(folder)
-        manifest = read_json(self.folder / MANIFEST)
+        manifest = _read_manifest(self.folder)
+        if not manifest["shards"]:
+            raise ValueError(f"The activation cache at {self.folder} lists no shards; call extract() again to "
+                             "rebuild it.")
         if manifest["meta"]["pooling"] != "none":
-            raise ValueError("ShardedTokens needs a token-level extraction (pooling='none').")
+            raise ValueError(f"ShardedTokens needs a token-level extraction, but {self.folder} holds "
+                             f"{manifest['meta']['pooling']!r}-pooled rows: extract with pooling='none'.")
         if hook not in manifest["meta"]["hooks"]:
-            raise ValueError(f"Hook '{hook}' is not in this cache; it has {manifest['meta']['hooks']}.")
+            raise ValueError(f"Hook '{hook}' is not in this cache; it has {manifest['meta']['hooks']}: pass one of "
+                             "them, or extract that hook.")
         self.hook, self.meta = hook, manifest["meta"]
         # what the SAE trainer records about its data (TokenSource's optional attributes)
         self.hook_name, self.model_name = hook, self.meta["model"]

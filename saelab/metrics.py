@@ -44,13 +44,24 @@ def l1(latents: torch.Tensor) -> float:
     return float(latents.abs().sum(-1).float().mean())
 
 
+def _check_pair(x: torch.Tensor, x_hat: torch.Tensor) -> None:
+    """Activations and their reconstructions: same shape (no silent broadcasting), at least one row."""
+    if tuple(x.shape) != tuple(x_hat.shape):
+        raise ValueError(f"x {tuple(x.shape)} and x_hat {tuple(x_hat.shape)} must have the same shape: pass the "
+                         "activations and the SAE's reconstruction of exactly those activations.")
+    if x.numel() == 0:
+        raise ValueError(f"x has no rows (shape {tuple(x.shape)}): give at least one activation.")
+
+
 def mse(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Mean squared error per element (SAEBench core: ||x - x_hat||^2 / d_in, averaged over tokens)."""
+    _check_pair(x, x_hat)
     return float((x.double() - x_hat.double()).pow(2).mean())
 
 
 def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """1 - (residual sum of squares) / (total sum of squares about the mean token), pooled over all tokens."""
+    _check_pair(x, x_hat)
     x, x_hat = x.double().reshape(-1, x.shape[-1]), x_hat.double().reshape(-1, x.shape[-1])
     residual = (x - x_hat).pow(2).sum()
     total = (x - x.mean(0)).pow(2).sum()
@@ -59,6 +70,7 @@ def explained_variance(x: torch.Tensor, x_hat: torch.Tensor) -> float:
 
 def cossim(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Mean cosine similarity between each token's activation and its reconstruction."""
+    _check_pair(x, x_hat)
     return float(F.cosine_similarity(x.double(), x_hat.double(), dim=-1).mean())
 
 
@@ -67,11 +79,13 @@ cosine_similarity = cossim
 
 def l2_ratio(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Mean of ||x_hat|| / ||x|| (below 1: the SAE shrinks its reconstructions)."""
+    _check_pair(x, x_hat)
     return float((x_hat.double().norm(dim=-1) / x.double().norm(dim=-1).clamp_min(1e-12)).mean())
 
 
 def relative_reconstruction_bias(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """E||x_hat||^2 / E<x, x_hat> (Wright & Sharkey 2024; 1 means no shrinkage)."""
+    _check_pair(x, x_hat)
     x, x_hat = x.double(), x_hat.double()
     return float(x_hat.pow(2).sum(-1).mean() / (x * x_hat).sum(-1).mean())
 
@@ -173,8 +187,11 @@ def core_metrics(sae, activations, batch_size: int = 4096, max_tokens: int | Non
     """
     if isinstance(activations, torch.Tensor):
         chunks = [lambda: activations]
-    else:
+    elif hasattr(activations, "chunk") and hasattr(activations, "__len__"):
         chunks = [lambda i=i: activations.chunk(i) for i in range(len(activations))]
+    else:
+        raise TypeError(f"activations must be a tensor [n, d_in] or a TokenSource (e.g. saelab.activations."
+                        f"ShardedTokens), not a {type(activations).__name__}.")
     running = RunningCoreMetrics(sae.cfg.d_sae)
     total = len(activations) if isinstance(activations, torch.Tensor) else None
     total = max_tokens if max_tokens is not None else total
@@ -187,6 +204,10 @@ def core_metrics(sae, activations, batch_size: int = 4096, max_tokens: int | Non
             if len(x) == 0:
                 break
             x = x.to(sae.device, sae.dtype)
+            if not torch.isfinite(x).all():  # one NaN row would turn every metric into NaN
+                row = seen + int((~torch.isfinite(x)).reshape(len(x), -1).any(1).nonzero()[0, 0])
+                raise ValueError(f"Activation row {row} holds NaN or inf values: drop or fix those rows, e.g. "
+                                 "x[torch.isfinite(x).all(1)].")
             z = sae.encode(x)
             running.add(x, sae.decode(z), z)
             seen += len(x)
@@ -195,7 +216,7 @@ def core_metrics(sae, activations, batch_size: int = 4096, max_tokens: int | Non
             break
     bar.close()
     if seen == 0:
-        raise ValueError("no activations to evaluate")
+        raise ValueError("no activations to evaluate (0 rows, or max_tokens=0): give at least one token activation")
     return running.compute()
 
 
@@ -247,10 +268,23 @@ def reconstruction_metrics(model, sae, tokens, attention_mask: torch.Tensor | No
     counted. CE counts the replaced positions whose next token is real; KL(clean || patched) counts every replaced
     position.
     """
+    from saelab.activations import _check_hooks
+
     hook_name = hook_name or sae.cfg.hook_name
     if hook_name is None:
         raise ValueError("the SAE has no hook_name; pass hook_name=")
+    hook_name = _check_hooks(model, hook_name)[0]  # the model would ignore an unknown name: a score of nothing
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size={batch_size!r}: it must be a positive integer.")
+    if tokens is None or (isinstance(tokens, (list, tuple, str)) and len(tokens) == 0):
+        raise ValueError(f"no texts or tokens to score (got {tokens!r}): give at least one text or a [batch, seq] "
+                         "tensor of token ids.")
     tokens, attention_mask = _tokenize(model, tokens, attention_mask)
+    vocab = model.cfg.d_vocab
+    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab):
+        bad = int(tokens.max()) if int(tokens.max()) >= vocab else int(tokens.min())
+        raise ValueError(f"token id {bad} is not in the model's vocabulary: ids must be between 0 and {vocab - 1} "
+                         "(tokenize with model.tokenizer, or pass texts).")
     specials = _special_ids(model) if exclude_special_tokens else []
     sums = dict.fromkeys(["ce_clean", "ce_sae", "ce_zero", "kl_sae", "kl_zero"], 0.0)
     n_ce = n_kl = 0
@@ -334,7 +368,8 @@ def recovery_accuracy(predict, x: torch.Tensor, x_hat: torch.Tensor, rescale: bo
     predict: a callable mapping hidden vectors [n, d] to class ids [n] (e.g. `classifier.predict_from_hidden`).
     """
     if x.shape != x_hat.shape:
-        raise ValueError(f"x {tuple(x.shape)} and its reconstruction {tuple(x_hat.shape)} differ in shape")
+        raise ValueError(f"x {tuple(x.shape)} and its reconstruction {tuple(x_hat.shape)} differ in shape; they must "
+                         "have the same shape")
     if len(x) == 0:
         raise ValueError("no sentences to evaluate")
     x_hat = rescale_to_norm(x_hat, x) if rescale else x_hat
@@ -440,7 +475,7 @@ def mean_pairwise_cosine(embeddings: np.ndarray | torch.Tensor) -> float:
     unit = _unit_rows(embeddings)
     n = len(unit)
     if n < 2:
-        raise ValueError("mean pairwise cosine needs at least two sentences")
+        raise ValueError(f"mean pairwise cosine needs at least two sentences, got {n}")
     return _pair_cosine_sum(unit) / (n * (n - 1) / 2)
 
 

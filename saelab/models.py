@@ -100,6 +100,7 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    _check_model_name(name)
     device = str(device or default_device())
     started = time.perf_counter()
     if name in EMBEDDED_MODELS:
@@ -228,6 +229,15 @@ def _hub_cached(name: str) -> bool:
 
     hit = try_to_load_from_cache(name, "config.json")
     return isinstance(hit, str)
+
+
+def _check_model_name(name) -> None:
+    """A readable error for a name that is no model name at all (huggingface_hub's own says "Repo id ...")."""
+    examples = f"such as {', '.join(repr(n) for n in EMBEDDED_MODELS)} (embedded) or 'gpt2'"
+    if not isinstance(name, str):
+        raise TypeError(f"A model name is a string {examples}, not {name!r}.")
+    if not name.strip():
+        raise ValueError(f"The model name {name!r} is empty: give one {examples}.")
 
 
 def _load_from_hub(name: str):

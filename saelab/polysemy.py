@@ -182,9 +182,14 @@ def prepare_pairs(pairs: Sequence[WiCPair], tokenizer, *, template: str = TEMPLA
 
     Raises ValueError for an empty list, a bad template, or (with `require_labels`) a label other than 0 / 1.
     """
-    pairs = list(pairs)
+    example = "e.g. saelab.load_task('wordnet-wic').test"
+    try:
+        pairs = list(pairs)
+    except TypeError:
+        raise TypeError(f"prepare_pairs needs WiC pairs, not {pairs!r}: give a list of saelab.WiCPair, {example}.") \
+            from None
     if not pairs:
-        raise ValueError("The pair list is empty: PS-Eval needs WiC pairs, e.g. saelab.load_task('wordnet-wic').test.")
+        raise ValueError(f"The pair list is empty: PS-Eval needs WiC pairs, {example}.")
     if multi_token not in MULTI_TOKEN:
         raise ValueError(f"multi_token must be one of {MULTI_TOKEN}, got {multi_token!r}")
     render_prompt(template, "", "x")  # validates the template once, up front
@@ -192,7 +197,13 @@ def prepare_pairs(pairs: Sequence[WiCPair], tokenizer, *, template: str = TEMPLA
     candidates = []  # (input index, pair, [(prompt, context span in prompt, word span in prompt)] * 2)
     for index, pair in enumerate(pairs):
         if not isinstance(pair, WiCPair):
-            raise TypeError(f"Item {index} is a {type(pair).__name__}, not a saelab.WiCPair.")
+            raise TypeError(f"Item {index} is a {type(pair).__name__}, not a saelab.WiCPair: build pairs with "
+                            "saelab.WiCPair(word=..., pos=..., context_1=..., context_2=..., label=...).")
+        fields = {"word": pair.word, "context_1": pair.context_1, "context_2": pair.context_2}
+        wrong = {k: v for k, v in fields.items() if not isinstance(v, str)}
+        if wrong:
+            raise TypeError(f"Pair {index} has {', '.join(f'{k}={v!r}' for k, v in wrong.items())}: its word and "
+                            "contexts must be strings.")
         if require_labels and pair.label not in (0, 1):
             raise ValueError(f"Pair {index} ({pair.word!r}) has label {pair.label!r}; WiC labels are 1 (same sense) "
                              "or 0 (different senses).")
@@ -283,9 +294,13 @@ def extract_probe(model, probe: ProbeSet, hooks: str | Sequence[str], *, cache: 
     from saelab.activations import extract
 
     if len(probe) == 0:
-        raise ValueError(f"No pair is left to evaluate: all {probe.n_input} were skipped ({probe.skip_counts()}).")
+        raise ValueError(f"No pair is left to evaluate: all {probe.n_input} were skipped ({probe.skip_counts()}); "
+                         "check that each word occurs in both contexts as a whole word, or pass "
+                         "multi_token='last' to prepare_pairs for words of several tokens.")
+    # the read positions must survive extract's truncation (512 tokens by default), however long a context is
+    max_length = max(512, 1 + max(max(pair) for pair in probe.positions))
     acts = extract(model, probe.prompts, hooks, pooling="none", positions=probe.selector, cache=cache,
-                   batch_size=batch_size, dataset=dataset or "ps-eval", progress=progress)
+                   batch_size=batch_size, dataset=dataset or "ps-eval", progress=progress, max_length=max_length)
     if not bool((acts.lengths == 2).all()):
         raise RuntimeError("Expected two read positions per prompt; the tokenizer used by prepare_pairs must be "
                            "the model's own.")
@@ -322,7 +337,8 @@ def confusion(labels: Sequence[int] | np.ndarray, same: Sequence[bool] | np.ndar
     if len(labels) == 0:
         raise ValueError("No pairs to score: the confusion matrix of nothing is undefined.")
     if not np.isin(labels, (0, 1)).all():
-        raise ValueError("labels must be 0 (different senses) or 1 (same sense)")
+        others = sorted(set(labels[~np.isin(labels, (0, 1))].tolist()))
+        raise ValueError(f"labels must be 0 (different senses) or 1 (same sense); got also {others}")
     same = same.astype(bool)
     one = labels == 1
     return {"tp": int((one & same).sum()), "fn": int((one & ~same).sum()),
@@ -373,7 +389,8 @@ def roc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
 
     labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
     if len(set(labels.tolist())) < 2:
-        raise ValueError("A ROC curve needs pairs of both labels (same and different sense).")
+        found = f"only label {labels[0]}" if len(labels) else "no pairs"
+        raise ValueError(f"A ROC curve needs pairs of both labels (same and different sense); got {found}.")
     fpr, tpr, thresholds = roc_curve(labels, scores)
     return RocCurve(fpr, tpr, thresholds, float(roc_auc_score(labels, scores)))
 
@@ -446,6 +463,12 @@ class PSEvalResult:
         return f"PSEvalResult({self.name!r}, read={self.read!r}, {len(self)} pairs: {shown})"
 
 
+def _check_k(k: Any) -> int:
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k={k!r}: the number of top latents compared must be a positive integer (e.g. 5).")
+    return int(k)
+
+
 def evaluate_codes(codes: torch.Tensor, labels: Sequence[int] | np.ndarray, *, name: str = "codes",
                    read: str = "template", pos: Sequence[str] | None = None, k: int = 5,
                    require_active: bool = True, skipped: dict[str, int] | None = None, n_input: int | None = None,
@@ -453,6 +476,7 @@ def evaluate_codes(codes: torch.Tensor, labels: Sequence[int] | np.ndarray, *, n
     """Score codes ``[n_pairs, 2, d]`` (one per context) by PS-Eval's top-1 rule and its variants."""
     if codes.ndim != 3 or codes.shape[1] != 2:
         raise ValueError(f"codes must be [n_pairs, 2 contexts, d], got {tuple(codes.shape)}")
+    _check_k(k)
     labels = np.asarray(labels, dtype=np.int64)
     if len(labels) != len(codes):
         raise ValueError(f"{len(codes)} code pairs but {len(labels)} labels")
@@ -652,6 +676,7 @@ def explain_pair(model, sae, context_1: str, context_2: str, word: str, *, k: in
     """
     if read not in READS:
         raise ValueError(f"read must be one of {READS}, got {read!r}")
+    _check_k(k)
     wanted = {"context 1": "a sentence that contains the word", "context 2": "a sentence that contains the word",
               "word": "a word that appears in both contexts"}
     for name, value in zip(wanted, (context_1, context_2, word)):
@@ -662,7 +687,7 @@ def explain_pair(model, sae, context_1: str, context_2: str, word: str, *, k: in
                    label=-1 if label is None else int(label))
     probe = prepare_pairs([pair], model.tokenizer, template=template, require_labels=False)
     if probe.skipped:
-        raise ValueError(_explain_skip(probe.skipped[0].reason, word, pair, model.tokenizer))
+        raise ValueError(_explain_skip(probe.skipped[0].reason, word, pair, model.tokenizer, template))
     hook = hook or sae.cfg.hook_name
     acts = extract_probe(model, probe, hook, cache=False, progress=False)
     codes = encode(sae, acts.pair_acts(hook, read))[0]  # [2, d_sae]
@@ -676,14 +701,18 @@ def explain_pair(model, sae, context_1: str, context_2: str, word: str, *, k: in
                            jaccard=float(jaccard_at_k(codes[:1], codes[1:], k)[0]), label=label)
 
 
-def _explain_skip(reason: str, word: str, pair: WiCPair, tokenizer) -> str:
+def _explain_skip(reason: str, word: str, pair: WiCPair, tokenizer, template: str = TEMPLATE) -> str:
     if reason.startswith("target absent"):
         c = reason[-1]
         context = pair.context_1 if c == "1" else pair.context_2
         return (f"The word {word!r} does not occur as a whole word in context {c} ({context[:80]!r}). "
                 "Type a word that appears in both contexts.")
     if reason == "multi-token target":
-        pieces = [tokenizer.decode([t]) for t in tokenizer(" " + word, add_special_tokens=False)["input_ids"]]
+        # the tokens that cover the template's copy of the word, as prepare_pairs found them
+        text, _, start = render_prompt(template, pair.context_1, word)
+        encoded = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
+        covering = _covering([tuple(o) for o in encoded["offset_mapping"]], start, start + len(word))
+        pieces = [tokenizer.decode([encoded["input_ids"][i]]) for i in covering]
         return (f"{word!r} is {len(pieces)} tokens for this model ({pieces}); PS-Eval reads one token. "
                 "Pick a word that is a single token.")
     return f"Cannot evaluate this pair: {reason}."

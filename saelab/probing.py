@@ -273,6 +273,11 @@ def sae_features(sae, tokens: Activations | PaddedTokens, *, hook: str | None = 
         raise ValueError(f"No activations for hook {hook!r} (the SAE's hook unless hook= is given); these tokens "
                          f"have {tokens.hooks}. Pass hook= to choose one.")
     x, offsets, lengths = tokens[hook], tokens.offsets, tokens.lengths
+    finite = torch.isfinite(x).all(-1)
+    if not bool(finite.all()):  # NaN codes would pool into NaN features and fail much later, in the classifier
+        first = int((~finite).nonzero()[0, 0])
+        raise ValueError(f"Token row {first} of {hook!r} (and {int((~finite).sum()) - 1} more) holds NaN or inf "
+                         "values; drop or fix those texts before encoding them.")
     parts: dict[str, list[sp.csr_matrix]] = {p: [] for p in poolings}
     bar = tqdm(total=len(lengths), desc="SAE features", unit="text", disable=not progress)
     with torch.no_grad():
@@ -591,6 +596,11 @@ def take_texts(tokens: Activations, indices: Sequence[int], hooks: Sequence[str]
     if missing:
         raise ValueError(f"No activations for hook(s) {missing}; these tokens have {tokens.hooks}.")
     indices = torch.as_tensor(list(indices), dtype=torch.long)
+    n_texts = len(tokens.lengths)
+    outside = [i for i in indices.tolist() if not 0 <= i < n_texts]
+    if outside:
+        raise ValueError(f"Text indices {outside} are out of range: these tokens hold {n_texts} texts; use indices "
+                         f"from 0 to {n_texts - 1}.")
     offsets = tokens.offsets
     rows = torch.cat([torch.arange(int(offsets[i]), int(offsets[i + 1])) for i in indices.tolist()]) \
         if len(indices) else torch.zeros(0, dtype=torch.long)
@@ -631,7 +641,12 @@ class ZeroShot:
 
 def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") -> list[int]:
     """The first token of each label word as it would follow the prompt (`prefix` + word); they must differ."""
-    ids = [tokenizer.encode(prefix + w, add_special_tokens=False)[0] for w in label_words]
+    encoded = [tokenizer.encode(prefix + w, add_special_tokens=False) for w in label_words]
+    empty = [w for w, e in zip(label_words, encoded) if not e]
+    if empty:
+        raise ValueError(f"The label word {empty[0]!r} (with prefix {prefix!r}) is no token at all: give non-empty "
+                         "label words.")
+    ids = [e[0] for e in encoded]
     if len(set(ids)) != len(ids):
         raise ValueError(f"The label words {list(label_words)} share a first token ({ids}); choose words whose "
                          "first tokens differ, or score whole words.")

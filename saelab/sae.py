@@ -24,6 +24,7 @@ whose thresholds all equal the learned batch threshold.
 from __future__ import annotations
 
 import dataclasses
+import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -177,6 +178,11 @@ class SAE(nn.Module):
 
     def pre_acts(self, x: torch.Tensor) -> torch.Tensor:
         """Encoder pre-activations: (x - b_dec) @ W_enc + b_enc."""
+        if x.shape[-1:] != (self.cfg.d_in,):  # else torch's own error names neither the SAE nor the fix
+            got = x.shape[-1] if x.dim() else "a scalar"
+            raise ValueError(f"This SAE reads activations of d_in={self.cfg.d_in} numbers, got {got} (shape "
+                             f"{tuple(x.shape)}): use activations of its hook {self.cfg.hook_name!r} from the model it "
+                             "was trained on.")
         x = x.to(self.W_enc.dtype)
         if self.cfg.apply_b_dec_to_input:
             x = x - self.b_dec
@@ -196,6 +202,10 @@ class SAE(nn.Module):
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         """Reconstruction x_hat = z @ W_dec + b_dec."""
+        if z.shape[-1:] != (self.cfg.d_sae,):
+            got = z.shape[-1] if z.dim() else "a scalar"
+            raise ValueError(f"Latents to decode must have d_sae={self.cfg.d_sae} numbers per row, got {got} (shape "
+                             f"{tuple(z.shape)}): decode what this SAE's encode gives.")
         return z.to(self.W_dec.dtype) @ self.W_dec + self.b_dec
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -299,13 +309,23 @@ class SAE(nn.Module):
         Refuses, naming the file or tensor, a folder with a missing file, a missing or unexpected tensor, or a
         tensor whose shape disagrees with cfg.json.
         """
+        if not isinstance(folder, (str, os.PathLike)):
+            raise TypeError(f"SAE.load needs a folder path, not {folder!r}: give the folder that holds {CFG_FILENAME} "
+                            f"and {WEIGHTS_FILENAME} (what sae.save(folder) writes).")
+        if dtype is not None and dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
         folder = Path(folder)
         if not folder.is_dir():
-            raise FileNotFoundError(f"SAE folder {folder} does not exist")
+            raise FileNotFoundError(f"SAE folder {folder} does not exist: check the path (sae.save(folder) writes one)")
         for name in (CFG_FILENAME, WEIGHTS_FILENAME):
             if not (folder / name).is_file():
-                raise FileNotFoundError(f"SAE folder {folder} has no {name}")
-        raw = read_json(folder / CFG_FILENAME)
+                raise FileNotFoundError(f"SAE folder {folder} has no {name}: check the path, or save the SAE there "
+                                        "again (sae.save(folder))")
+        try:
+            raw = read_json(folder / CFG_FILENAME)
+        except (ValueError, UnicodeDecodeError) as err:
+            raise ValueError(f"{folder / CFG_FILENAME} is not valid JSON ({err}): fix or delete it, and save the "
+                             "SAE again") from None
         cfg, fold_decoder_norm = _cfg_from_saelens(raw, folder)
         if dtype is not None:
             cfg.dtype = dtype
@@ -351,10 +371,18 @@ def load_extra_weights(folder: str | Path) -> dict[str, dict[str, torch.Tensor]]
 def _cfg_from_saelens(raw: dict[str, Any], folder: Path) -> tuple[SAEConfig, bool]:
     """An SAEConfig from a cfg.json dict (ours or SAELens'); also whether decoder norms must be folded in."""
     where = f"{folder / CFG_FILENAME}"
+    if not isinstance(raw, dict):
+        raise ValueError(f"{where} holds a JSON {type(raw).__name__}, not an object of SAE settings: fix or delete it, "
+                         "and save the SAE again")
     metadata = dict(raw.get("metadata") or {})
     for key in ("architecture", "d_in", "d_sae"):
         if key not in raw:
-            raise ValueError(f"{where} has no {key!r}")
+            raise ValueError(f"{where} has no {key!r}: save the SAE again, or add it (SAELens' cfg.json names "
+                             "architecture, d_in and d_sae)")
+    for key in ("d_in", "d_sae"):
+        value = raw[key]
+        if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).strip().isdigit():
+            raise ValueError(f"{where}: {key}={value!r} must be a positive integer")
     architecture = raw["architecture"]
     if _ALIASES.get(architecture, architecture) not in ARCHITECTURES:
         raise ValueError(f"{where}: architecture {architecture!r} is not supported; saelab reads "
@@ -388,7 +416,10 @@ def _cfg_from_saelens(raw: dict[str, Any], folder: Path) -> tuple[SAEConfig, boo
     )
     if architecture == "topk":
         values["k"] = int(raw["k"]) if raw.get("k") is not None else values.get("k")
-    cfg = SAEConfig(**values)
+    try:
+        cfg = SAEConfig(**values)
+    except (TypeError, ValueError) as err:  # a field that SAEConfig rejects: say which file it came from
+        raise ValueError(f"{where}: {err}") from None
     fold = architecture == "topk" and bool(raw.get("rescale_acts_by_decoder_norm", False))
     return cfg, fold
 
@@ -410,11 +441,13 @@ def _check_weights(tensors: dict[str, torch.Tensor], cfg: SAEConfig, path: Path)
         expected["topk_threshold"] = ()
     for name, shape in expected.items():
         if name not in tensors:
-            raise ValueError(f"{path} has no tensor {name!r} (a {cfg.architecture} SAE needs {sorted(expected)})")
+            raise ValueError(f"{path} has no tensor {name!r} (a {cfg.architecture} SAE needs {sorted(expected)}): "
+                             "save the SAE again")
         if tuple(tensors[name].shape) != shape:
             raise ValueError(
                 f"{path}: tensor {name!r} has shape {tuple(tensors[name].shape)} but cfg.json "
-                f"(d_in={d_in}, d_sae={d_sae}) expects {shape}"
+                f"(d_in={d_in}, d_sae={d_sae}) expects {shape}: the two files do not belong together; save the "
+                "SAE again"
             )
     unexpected = sorted(set(tensors) - set(expected))
     if unexpected:

@@ -105,7 +105,8 @@ def _check_latents(sae, latents: int | Sequence[int]) -> list[int]:
         except TypeError:
             raise ValueError(f"A latent is an integer between 0 and {d_sae - 1}, not {value!r}.") from None
         if not 0 <= value < d_sae:
-            raise ValueError(f"Latent {value} does not exist: this SAE has {d_sae:,} latents (0 to {d_sae - 1}).")
+            raise ValueError(f"Latent {value} does not exist: this SAE has {d_sae:,} latents; choose one from 0 to "
+                             f"{d_sae - 1}.")
         out.append(value)
     return out
 
@@ -113,7 +114,10 @@ def _check_latents(sae, latents: int | Sequence[int]) -> list[int]:
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
     if isinstance(prompts, str):
         raise TypeError("`prompts` must be a list of strings, not a single string: wrap it as [prompt].")
-    prompts = list(prompts)
+    try:
+        prompts = list(prompts)
+    except TypeError:
+        raise TypeError(f"`prompts` must be a list of strings, not {prompts!r}.") from None
     if not prompts:
         raise ValueError("The prompt list is empty: give at least one prompt to generate from.")
     bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
@@ -151,9 +155,15 @@ def max_activations(source, latents: Sequence[int]) -> torch.Tensor:
 
     if isinstance(source, LatentRecords):
         return torch.tensor([float(source.max_act[source.position(j)]) for j in latents])
-    values = torch.as_tensor(source, dtype=torch.float32).reshape(-1)
+    hint = "give one per latent, or a tensor over all latents (e.g. records.max_act)"
+    try:
+        values = torch.as_tensor(source, dtype=torch.float32).reshape(-1)
+    except (TypeError, ValueError, RuntimeError):
+        raise TypeError(f"Top activations must be LatentRecords or numbers, not {source!r}: {hint}.") from None
     if len(values) == len(latents):
         return values
+    if len(latents) and max(int(j) for j in latents) >= len(values):
+        raise ValueError(f"Got {len(values)} top activations for latents {[int(j) for j in latents]}: {hint}.")
     return values[torch.as_tensor(list(latents), dtype=torch.long)]
 
 
@@ -164,13 +174,17 @@ def steering_vectors(sae, latents: int | Sequence[int], alphas: float | Sequence
     or their top activations (one per latent, or a tensor over all latents).
     """
     ids = _check_latents(sae, latents)
-    alpha_list = [alphas] * len(ids) if not isinstance(alphas, (Sequence, np.ndarray, torch.Tensor)) else list(alphas)
+    if not ids:
+        raise ValueError(f"No latents to steer with: give at least one latent id (0 to {sae.cfg.d_sae - 1}).")
+    one_alpha = isinstance(alphas, str) or not isinstance(alphas, (Sequence, np.ndarray, torch.Tensor))
+    alpha_list = [alphas] * len(ids) if one_alpha else list(alphas)
     if len(alpha_list) != len(ids):
         raise ValueError(f"Got {len(alpha_list)} alphas for {len(ids)} latents; give one alpha, or one per latent.")
     alpha_t = torch.tensor([_check_alpha(a) for a in alpha_list], dtype=torch.float32)
     tops = max_activations(max_acts, ids).float()
     if not torch.isfinite(tops).all() or (tops < 0).any():
-        raise ValueError(f"Top activations must be finite and non-negative, got {tops.tolist()}.")
+        raise ValueError(f"Top activations must be finite and non-negative, got {tops.tolist()}; check max_acts "
+                         "(e.g. records.max_act from saelab.viz.latent_records).")
     rows = sae.W_dec.detach()[torch.as_tensor(ids, dtype=torch.long, device=sae.W_dec.device)].float().cpu()
     return (alpha_t * tops)[:, None] * rows
 
@@ -262,8 +276,11 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
         do_sample, temperature, seed: greedy decoding by default; sampling is seeded.
     """
     prompts = _check_prompts(prompts)
-    if max_new_tokens < 1 or batch_size < 1:
-        raise ValueError("max_new_tokens and batch_size must be positive integers.")
+    sizes = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
+    bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1}
+    if bad:
+        shown = ", ".join(f"{k}={v!r}" for k, v in bad.items())
+        raise ValueError(f"Got {shown}: max_new_tokens and batch_size must be positive integers.")
     if vectors is not None:
         hook = _check_hook(model, hook)
         vectors = torch.as_tensor(vectors)
@@ -338,10 +355,18 @@ def next_token_logits(model, prompt: str, *, hook: str | None = None, vectors: t
     return torch.cat(out)
 
 
+def _check_top_k(k: Any, vocab: int | None = None) -> int:
+    """k of C_k: a positive integer, at most the vocabulary size when it is known."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}.")
+    if vocab is not None and k > vocab:
+        raise ValueError(f"k={k} exceeds the {vocab:,} tokens of the vocabulary: choose k between 1 and {vocab}.")
+    return int(k)
+
+
 def token_confidence(logits: torch.Tensor, k: int = 1) -> torch.Tensor:
     """C_k = -(1/k) * sum of the log probabilities of the k most likely next tokens (per row of logits)."""
-    if k < 1:
-        raise ValueError(f"k must be a positive integer, got {k}.")
+    _check_top_k(k, logits.shape[-1])
     logprobs = torch.log_softmax(logits.float(), dim=-1)
     return -logprobs.topk(k, dim=-1).values.mean(-1)
 
@@ -362,6 +387,9 @@ def logit_lens_tokens(model, sae, latents: Sequence[int], n: int = LOGIT_LENS_TO
     from saelab.viz import latent_logits
 
     ids = _check_latents(sae, latents)
+    vocab = getattr(getattr(model, "cfg", None), "d_vocab", None) or float("inf")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= vocab:
+        raise ValueError(f"n={n!r} logit-lens tokens per latent: choose n between 1 and {vocab} (the vocabulary).")
     return latent_logits(model, sae, ids).topk(n, dim=-1).indices
 
 
@@ -393,6 +421,7 @@ def delta_token_confidence(model, sae, latents: Sequence[int], max_acts, *, k: i
 
     Positive: amplifying the latent makes the model less sure of its next token; negative: surer.
     """
+    _check_top_k(k, getattr(getattr(model, "cfg", None), "d_vocab", None))  # before the forward passes
     ids = _check_latents(sae, latents)
     steered = _amplified(model, sae, ids, max_acts, prompt, _check_alpha(alpha), batch_size)
     plain = next_token_logits(model, prompt)
@@ -452,7 +481,9 @@ def select_latents(latents: Sequence[int], scores: torch.Tensor, n: int, mode: s
     latents = list(latents)
     scores = torch.as_tensor(scores, dtype=torch.float64)
     if len(latents) != len(scores):
-        raise ValueError(f"{len(latents)} latents but {len(scores)} scores.")
+        raise ValueError(f"{len(latents)} latents but {len(scores)} scores: give one score per latent.")
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"n={n!r}: the number of latents to keep must be a positive integer.")
     valid = [i for i in range(len(latents)) if math.isfinite(float(scores[i]))]
     if mode == "top":
         chosen = sorted(valid, key=lambda i: -float(scores[i]))[:n]
@@ -645,7 +676,8 @@ class JudgeFreeJudge:
     def __init__(self, model, encoder=None, *, ppl_fluent: float = 10.0, ppl_broken: float = 1000.0, ngram: int = 3,
                  with_prompt: bool = True, batch_size: int = 16, progress: bool = False):
         if not 1 <= ppl_fluent < ppl_broken:
-            raise ValueError("Need 1 <= ppl_fluent < ppl_broken.")
+            raise ValueError(f"Got ppl_fluent={ppl_fluent}, ppl_broken={ppl_broken}. Need 1 <= ppl_fluent < "
+                             "ppl_broken.")
         self.model, self.encoder = model, encoder or _default_encoder()
         self.ppl_fluent, self.ppl_broken, self.ngram = ppl_fluent, ppl_broken, ngram
         self.with_prompt = with_prompt

@@ -151,20 +151,23 @@ def load_task(name: str, *, n: int | None = None, test_size: float = 0.2, seed: 
     kwargs (hub tasks only): `config=` (e.g. load_task("tweet_eval", config="emotion"), same as
         "tweet_eval/emotion"); for "hf:<id>" also `text_column=` and `label_column=` (default "text", "label").
     """
+    if not isinstance(name, str):
+        raise TypeError(f"A task name is a string such as 'wordnet-wic', not {name!r}. Available: "
+                        f"{', '.join(available_tasks())}.")
     if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
         raise ValueError(f"n must be a positive integer or None, got {n!r}")
-    if not 0 < test_size < 1:
+    if not isinstance(test_size, (int, float, np.number)) or not 0 < test_size < 1:
         raise ValueError(f"test_size must be a fraction between 0 and 1, got {test_size!r}")
     key = name.strip()
     common = dict(n=n, test_size=test_size, seed=seed)
     if key in OFFLINE_TASKS:
         if kwargs:
-            raise TypeError(f"task {key!r} takes no extra arguments, got {sorted(kwargs)}")
+            raise TypeError(f"task {key!r} takes no extra arguments, got {sorted(kwargs)}: drop them")
         return {"tweet-sentiment": _tweet_sentiment, "wordnet-topics": _wordnet_topics,
                 "wordnet-wic": _wordnet_wic}[key](**common)
     if key.lower() in {"super_glue/wic", "wic"}:
         if kwargs:
-            raise TypeError(f"task {key!r} takes no extra arguments, got {sorted(kwargs)}")
+            raise TypeError(f"task {key!r} takes no extra arguments, got {sorted(kwargs)}: drop them")
         return _hub_wic(**common)
     if key.startswith("hf:") and len(key) > 3:
         return _hub_classification(key, key[3:], kwargs.pop("config", None), **common, **kwargs)

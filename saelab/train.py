@@ -31,6 +31,7 @@ import functools
 import hashlib
 import json
 import math
+import numbers
 import random
 import re
 import shutil
@@ -84,7 +85,11 @@ class TensorSource:
         metadata: dict[str, Any] | None = None,
     ):
         if activations.ndim != 2:
-            raise ValueError(f"activations must be [n_tokens, d_in], got shape {tuple(activations.shape)}")
+            raise ValueError(f"activations must be [n_tokens, d_in], got shape {tuple(activations.shape)}; reshape "
+                             "them to one row per token")
+        if len(activations) == 0:
+            raise ValueError(f"the activations have no rows (shape {tuple(activations.shape)}): give at least one "
+                             "token activation")
         self.activations = activations
         self.side_tensors = dict(side or {})
         for name, tensor in self.side_tensors.items():
@@ -184,7 +189,9 @@ class BatchStream:
             if chunk.ndim != 2 or chunk.shape[1] != self.source.d_in:
                 raise ValueError(f"chunk {i} has shape {tuple(chunk.shape)}, expected [n, d_in={self.source.d_in}]")
             if self.check_finite and not torch.isfinite(chunk).all():
-                raise ValueError(f"chunk {i} of the activations contains NaN or inf values")
+                row = int((~torch.isfinite(chunk)).any(1).nonzero()[0, 0])
+                raise ValueError(f"chunk {i} of the activations contains NaN or inf values (first at its row {row}): "
+                                 "drop or fix those rows, e.g. x[torch.isfinite(x).all(1)]")
             acts.append(chunk.float())
             side = self.source.side(i) if hasattr(self.source, "side") else {}
             for name, tensor in side.items():
@@ -242,7 +249,8 @@ def as_source(activations: torch.Tensor | TokenSource, side: dict[str, torch.Ten
         raise ValueError("pass side tensors through the source's side(i), not train_sae(side=...), for a TokenSource")
     for attr in ("d_in", "__len__", "chunk"):
         if not hasattr(activations, attr):
-            raise TypeError(f"activations must be a tensor or a TokenSource (d_in, __len__, chunk); it lacks {attr}")
+            raise TypeError(f"activations must be a tensor or a TokenSource (d_in, __len__, chunk), not a "
+                            f"{type(activations).__name__}; it lacks {attr}")
     return activations
 
 
@@ -289,6 +297,10 @@ class TrainConfig:
         self.adam_betas = tuple(self.adam_betas)
         if (self.n_steps is None) == (self.n_tokens is None):
             raise ValueError("set exactly one of n_steps and n_tokens")
+        for name in ("n_steps", "n_tokens"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, numbers.Real) or value < 1):
+                raise ValueError(f"{name}={value!r}: it must be a positive integer")
         if self.batch_size <= 0:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
         if self.b_dec_init not in ("geometric_median", "mean", "zeros"):
@@ -699,11 +711,18 @@ def train_sae(
     callback(step, sae, metrics) runs after every step (step = steps done); raising from it stops training.
     resume: continue from the newest valid checkpoint in `train_cfg.checkpoint_dir` (or the default folder).
     """
+    if not isinstance(cfg, SAEConfig):
+        raise TypeError(f"cfg must be an SAEConfig, not a {type(cfg).__name__}: pass saelab.SAEConfig(d_in=..., "
+                        "d_sae=..., architecture=...)")
+    if train_cfg is not None and not isinstance(train_cfg, TrainConfig):
+        raise TypeError(f"train_cfg must be a TrainConfig, not a {type(train_cfg).__name__}: pass "
+                        "saelab.TrainConfig(n_steps=...) or TrainConfig(n_tokens=...)")
     tcfg = train_cfg or TrainConfig(n_tokens=1_000_000)
     cfg = copy.deepcopy(cfg)  # the returned SAE's cfg records this run; the caller's object stays as it was
     source = as_source(activations, side)
     if source.d_in != cfg.d_in:
-        raise ValueError(f"the activations have d_in={source.d_in} but the SAE config says d_in={cfg.d_in}")
+        raise ValueError(f"the activations have d_in={source.d_in} but the SAE config says d_in={cfg.d_in}: use "
+                         f"SAEConfig(d_in={source.d_in}, ...), or the activations of the hook the SAE is for")
     for key in ("model_name", "hook_name"):
         theirs, ours = getattr(source, key, None), getattr(cfg, key)
         if theirs is not None and ours is not None and theirs != ours:

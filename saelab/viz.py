@@ -86,8 +86,8 @@ class LatentRecords:
         except TypeError:
             raise ValueError(f"A latent is an integer between 0 and {self.d_sae - 1}, not {latent!r}.") from None
         if not 0 <= latent < self.d_sae:
-            raise ValueError(f"Latent {latent} does not exist: this SAE has {self.d_sae:,} latents "
-                             f"(0 to {self.d_sae - 1}).")
+            raise ValueError(f"Latent {latent} does not exist: this SAE has {self.d_sae:,} latents; choose one "
+                             f"from 0 to {self.d_sae - 1}.")
         i = int(torch.searchsorted(self.latents, latent))
         if i >= len(self.latents) or int(self.latents[i]) != latent:
             raise ValueError(f"Latent {latent} was not recorded: these records track {len(self.latents):,} of the "
@@ -288,7 +288,8 @@ def latent_records(
     d_sae = sae.cfg.d_sae
     ids = torch.arange(d_sae) if latents is None else torch.as_tensor(sorted({int(i) for i in latents}))
     if len(ids) == 0 or int(ids.min()) < 0 or int(ids.max()) >= d_sae:
-        raise ValueError(f"latents must be ids between 0 and {d_sae - 1}.")
+        outside = [int(i) for i in ids if not 0 <= int(i) < d_sae]
+        raise ValueError(f"latents must be ids between 0 and {d_sae - 1}; got {outside if len(ids) else 'none'}.")
     n, left, right = len(ids), int(window[0]), int(window[1])
     width = left + 1 + right
     offsets_w = torch.arange(-left, right + 1)

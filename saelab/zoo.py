@@ -80,6 +80,11 @@ class SAESpec:
                 object.__setattr__(self, name, tuple(sorted(value.items())))
         if self.architecture not in ("topk", "batchtopk"):
             object.__setattr__(self, "k", None)
+        try:  # a bad k, architecture or option fails here, not after a long extraction
+            self.sae_config(d_in=1)
+            self.train_config()
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"SAESpec for {self.hook!r}: {err}") from None
 
     @property
     def label(self) -> str:
@@ -135,11 +140,18 @@ def get_saes(model, specs: Sequence[SAESpec], *, texts: Sequence[str] | None = N
     smoke: shrink every spec (`SAESpec.scaled_for_smoke`); defaults to `saelab.smoke_mode()`. The returned
         dict is keyed by the specs you passed either way.
     """
-    specs = list(specs)
+    example = "pass a list such as [saelab.SAESpec('blocks.6.hook_resid_post')]"
+    try:
+        specs = list(specs)
+    except TypeError:
+        raise TypeError(f"specs must be a list of SAESpec, not {specs!r}: {example}") from None
     if not specs:
-        raise ValueError("get_saes needs at least one SAESpec")
+        raise ValueError(f"get_saes needs at least one SAESpec: {example}")
+    wrong = [s for s in specs if not isinstance(s, SAESpec)]
+    if wrong:
+        raise TypeError(f"specs must hold SAESpec objects, not {wrong[0]!r}: wrap it as saelab.SAESpec(...)")
     if len(set(specs)) != len(specs):
-        raise ValueError("the same SAESpec appears twice in specs")
+        raise ValueError("the same SAESpec appears twice in specs: give each SAESpec once")
     smoke = smoke_mode() if smoke is None else smoke
     if texts is None:
         texts, corpus_name = training_texts(), CORPUS_NAME

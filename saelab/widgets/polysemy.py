@@ -82,7 +82,9 @@ class PolysemyExplorer:
             self._message("Type two contexts and a word that occurs in both, then press compare.")
             return None
         if not 0 <= index < len(self.pairs):
-            self._message(f"There is no pair {index}: pick one of 0 to {len(self.pairs) - 1}.", error=True)
+            choice = f"pick one of 0 to {len(self.pairs) - 1}" if self.pairs else \
+                "this explorer has no WiC pairs; type two contexts and a word instead"
+            self._message(f"There is no pair {index}: {choice}.", error=True)
             return None
         pair = self.pairs[index]
         self._filling = True

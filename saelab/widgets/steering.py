@@ -62,17 +62,22 @@ class SteeringPlayground:
     def generate(self, latent: Any = None, alpha: Any = None, prompt: str | None = None,
                  max_new_tokens: int | None = None) -> bool:
         """Generate unsteered and steered continuations and show them side by side. Returns whether it worked."""
+        ok, _ = self.status.run(self._set_controls, latent, alpha, prompt, max_new_tokens)  # a message, not a raise
+        if not ok:
+            return False
+        ok, _ = self.status.run(self._compute, busy="generating the unsteered and steered continuations…",
+                                action="generate")
+        return ok
+
+    def _set_controls(self, latent: Any, alpha: Any, prompt: str | None, max_new_tokens: Any) -> None:
         if latent is not None:
-            self.latent.value = int(latent)
+            self.latent.value = _whole_number(latent, "latent", f"an integer between 0 and {self.sae.cfg.d_sae - 1}")
         if alpha is not None:
             self.alpha.value = str(alpha)
         if prompt is not None:
             self.prompt.value = prompt
         if max_new_tokens is not None:
-            self.tokens.value = int(max_new_tokens)
-        ok, _ = self.status.run(self._compute, busy="generating the unsteered and steered continuations…",
-                                action="generate")
-        return ok
+            self.tokens.value = _whole_number(max_new_tokens, "max_new_tokens", "a whole number such as 24")
 
     def _compute(self) -> None:
         latent, alpha, prompt = self._read_inputs()
@@ -135,6 +140,15 @@ class SteeringPlayground:
         from IPython.display import display
 
         display(self.widget)
+
+
+def _whole_number(value: Any, name: str, wanted: str) -> int:
+    try:
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError
+        return int(value)
+    except (TypeError, ValueError):
+        raise WidgetInputError(f"{name} must be a whole number: type {wanted}, not {value!r}.") from None
 
 
 def steering_playground(model, sae, max_acts, *, latent: int | None = None, alpha: float = 5.0,
