@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup lock test-latest system-deps report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
+.PHONY: setup lock test-latest system-deps lint report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
 
 LOCK := requirements.lock
 PIP_PIN := pip==26.3
@@ -55,9 +55,13 @@ report: $(STAMP)
 	$(PY) scripts/run_notebooks.py --out reports
 
 ## All tests: unit tests, then every notebook in smoke mode through nbval, then the widgets in a real browser
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps lint
 	SAELAB_SMOKE=1 $(PY) -m pytest tests --nbval-lax notebooks -p no:cacheprovider --ignore=tests/browser
 	$(MAKE) --no-print-directory test-browser
+
+## ruff over the library, tests, benchmarks and scripts (configured in pyproject.toml); part of `make test`
+lint: $(STAMP)
+	$(VENV)/bin/ruff check saelab tests bench scripts
 
 ## Browser tests only: JupyterLab driven by Chromium through Playwright, notebooks in smoke mode.
 ## Uses Debian's /usr/bin/chromium (installed when missing and allowed); SAELAB_CHROMIUM=/path picks another.

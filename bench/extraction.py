@@ -92,10 +92,10 @@ def naive_pooled(hf_model, tokenizer, texts, layer, batch_size, truncate, progre
 
 def _plain_hf(name: str):
     """The same weights as a fresh transformers model, not wrapped by the bridge."""
-    from saelab.models import EMBEDDED_MODELS, _load_embedded
+    from saelab.models import EMBEDDED_MODELS, load_embedded
 
     if name in EMBEDDED_MODELS:
-        return _load_embedded(EMBEDDED_MODELS[name])[:2]
+        return load_embedded(EMBEDDED_MODELS[name])[:2]
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     return AutoModelForCausalLM.from_pretrained(name, dtype=torch.float32).eval(), AutoTokenizer.from_pretrained(name)

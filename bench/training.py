@@ -83,7 +83,8 @@ def run_one(which: str, train_folder: str, eval_folder: str, steps: int, saelens
     from saelab.activations import ShardedTokens, load_activations
     from saelab.metrics import core_metrics
     from saelab.sae import SAE, SAEConfig
-    from saelab.train import BatchStream, TrainConfig, geometric_median, train_sae
+    from saelab.train import TrainConfig, geometric_median, train_sae
+    from saelab.train_data import BatchStream
 
     source = ShardedTokens(train_folder, HOOK)
     warmup, decay = max(1, steps // 20), int(0.2 * steps)

@@ -1,15 +1,20 @@
 """saelab: a Jupyter-first workbook for sparse autoencoders on language-model activations.
 
-The library is thin on purpose: notebooks call these helpers in one or two lines and keep the ideas visible.
+The library is thin on purpose: notebooks call these helpers in one or two lines and keep the ideas visible. The
+names below are the curated API (what the README and the notebooks use); each method lives in its own module
+(`saelab.probing` for notebook 04, `saelab.polysemy` for 05, `saelab.steering` for 06, ...), and
+`saelab.models.tiny_model` builds the small random model the unit tests use.
 """
 
 from saelab._version import __version__
-from saelab.activations import Activations, extract, hook_names, last_occurrence, load_activations
-from saelab.config import cache_dir, smoke_mode
+from saelab.activations import Activations, ShardedTokens, extract, hook_names, last_occurrence, load_activations
 from saelab.classifier import PromptedClassifier, build_classifier
 from saelab.classifsae import ClassifSAE, ClassifSAEConfig, train_classifsae
-from saelab import classifier, classifsae, concepts, metrics, polysemy, probing, steering, viz, widgets, zoo
-from saelab.models import ModelNotAvailableError, load_model, tiny_model
+from saelab.config import cache_dir, smoke_mode
+from saelab.latents import LatentRecords, latent_records, logit_lens
+from saelab.metrics import core_metrics, reconstruction_metrics
+from saelab.models import ModelNotAvailableError, load_model
+from saelab.report import record_findings
 from saelab.sae import SAE, SAEConfig
 from saelab.tasks import (
     ClassificationTask,
@@ -21,15 +26,45 @@ from saelab.tasks import (
     load_task,
 )
 from saelab.train import TrainConfig, train_sae
-from saelab.viz import latent_dashboard, latent_records, logit_lens
+from saelab.viz import latent_dashboard
 from saelab.zoo import SAESpec, get_sae, get_saes
 
 __all__ = [
-    "__version__", "Activations", "extract", "hook_names", "last_occurrence", "load_activations",
-    "cache_dir", "smoke_mode", "ModelNotAvailableError", "load_model", "tiny_model",
-    "ClassificationTask", "LabelledTexts", "TaskNotAvailableError", "WiCPair", "WiCTask", "available_tasks",
-    "load_task", "metrics", "SAE", "SAEConfig", "TrainConfig", "train_sae", "viz", "widgets", "zoo", "polysemy", "probing", "steering",
-    "classifier", "classifsae", "concepts", "PromptedClassifier", "build_classifier", "ClassifSAE", "ClassifSAEConfig",
+    "Activations",
+    "ClassifSAE",
+    "ClassifSAEConfig",
+    "ClassificationTask",
+    "LabelledTexts",
+    "LatentRecords",
+    "ModelNotAvailableError",
+    "PromptedClassifier",
+    "SAE",
+    "SAEConfig",
+    "SAESpec",
+    "ShardedTokens",
+    "TaskNotAvailableError",
+    "TrainConfig",
+    "WiCPair",
+    "WiCTask",
+    "__version__",
+    "available_tasks",
+    "build_classifier",
+    "cache_dir",
+    "core_metrics",
+    "extract",
+    "get_sae",
+    "get_saes",
+    "hook_names",
+    "last_occurrence",
+    "latent_dashboard",
+    "latent_records",
+    "load_activations",
+    "load_model",
+    "load_task",
+    "logit_lens",
+    "reconstruction_metrics",
+    "record_findings",
+    "smoke_mode",
     "train_classifsae",
-    "latent_dashboard", "latent_records", "logit_lens", "SAESpec", "get_sae", "get_saes",
+    "train_sae",
 ]

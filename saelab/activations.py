@@ -8,15 +8,16 @@ token is skipped unless asked for.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import functools
 import numbers
 import re
 import time
 import warnings
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import torch
 from safetensors import safe_open
@@ -146,7 +147,7 @@ class Activations:
         start, end = self.offsets[i].item(), self.offsets[i + 1].item()
         return (self.acts[hook] if hook else self.tensor)[start:end]
 
-    def pool(self, pooling: str) -> "Activations":
+    def pool(self, pooling: str) -> Activations:
         """Pool a token-level extraction into one row per text, as `extract(..., pooling=pooling)` would.
 
         Handy for comparing poolings: extract once with ``pooling="none"``, then pool as often as you like.
@@ -156,7 +157,7 @@ class Activations:
         if pooling not in POOLINGS[1:]:
             raise ValueError(f"Unknown pooling '{pooling}'. Choose one of {POOLINGS[1:]}.")
         text_of_row = torch.repeat_interleave(torch.arange(len(self.lengths)), self.lengths)
-        pooled = {hook: _pool_segments(x, text_of_row, self.lengths, pooling) for hook, x in self.acts.items()}
+        pooled = {hook: pool_segments(x, text_of_row, self.lengths, pooling) for hook, x in self.acts.items()}
         meta = {**self.meta, "pooling": pooling}
         return Activations(self.hooks, pooling, pooled, self.lengths.clone(), None, meta, self.folder)
 
@@ -206,8 +207,8 @@ def extract(
             fill NaN and record it in `meta["missing"]` instead of raising.
         dataset: a name recorded in the metadata (for example the task name).
     """
-    texts = _check_texts(texts)
-    hooks = _check_hooks(model, hook)
+    texts = check_texts(texts)
+    hooks = check_hooks(model, hook)
     if pooling not in POOLINGS:
         raise ValueError(f"Unknown pooling '{pooling}'. Choose one of {POOLINGS}.")
     sizes = {"batch_size": batch_size, "shard_size": shard_size, "max_length": max_length}
@@ -259,7 +260,7 @@ def extract(
         bar.close()
 
 
-def _check_texts(texts: Sequence[str]) -> list[str]:
+def check_texts(texts: Sequence[str]) -> list[str]:
     if isinstance(texts, str):
         raise TypeError("`texts` must be a list of strings, not a single string: wrap it as [text].")
     try:
@@ -282,7 +283,7 @@ def hook_names(model) -> list[str]:
     return sorted(model.hook_dict)
 
 
-def _check_hooks(model, hook: str | Sequence[str]) -> list[str]:
+def check_hooks(model, hook: str | Sequence[str]) -> list[str]:
     example = "a hook name such as 'blocks.6.hook_resid_post', or a list of them"
     try:
         hooks = [hook] if isinstance(hook, str) else list(hook)
@@ -308,7 +309,7 @@ def _check_hooks(model, hook: str | Sequence[str]) -> list[str]:
     return list(dict.fromkeys(hooks))
 
 
-def _stop_at_layer(model, hooks: list[str]) -> int | None:
+def stop_at_layer(model, hooks: list[str]) -> int | None:
     """The first block not needed by the hooks; None when a hook lies after the last block (final norm, logits)."""
     stops = []
     for name in hooks:
@@ -339,7 +340,7 @@ class _Extractor:
         self.model, self.hooks, self.pooling = model, hooks, pooling
         self.batch_size, self.include_bos, self.positions = batch_size, include_bos, positions
         self.max_length, self.allow_missing = max_length, allow_missing
-        self.stop_at_layer = _stop_at_layer(model, hooks)
+        self.stop_at_layer = stop_at_layer(model, hooks)
         self.tokenizer = model.tokenizer
         self.device = next(model.parameters()).device
 
@@ -410,11 +411,8 @@ class _Extractor:
             # the unembedding, which for Gemma's 262k-token vocabulary costs as much as all blocks together.
             fwd_hooks.append(("ln_final.hook_in", _raise_stop))
             stop = None
-        with self.model.hooks(fwd_hooks=fwd_hooks):
-            try:
-                self.model(tokens, attention_mask=mask, stop_at_layer=stop)
-            except _StopForward:
-                pass
+        with self.model.hooks(fwd_hooks=fwd_hooks), contextlib.suppress(_StopForward):
+            self.model(tokens, attention_mask=mask, stop_at_layer=stop)
         cache = captured
         results = []
         for row, (ids, keep) in enumerate(zip(batch_ids, batch_keep)):
@@ -426,10 +424,10 @@ class _Extractor:
         if self.pooling == "none":
             return x
         segment = torch.zeros(len(x), dtype=torch.long)
-        return _pool_segments(x, segment, torch.tensor([len(x)]), self.pooling)[0]
+        return pool_segments(x, segment, torch.tensor([len(x)]), self.pooling)[0]
 
 
-def _pool_segments(x: torch.Tensor, segment: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
+def pool_segments(x: torch.Tensor, segment: torch.Tensor, lengths: torch.Tensor, pooling: str) -> torch.Tensor:
     """Pool rows of `x` that share a segment id; an empty segment gives NaN (a recorded gap, never a silent 0)."""
     n = len(lengths)
     if pooling == "last":
@@ -483,7 +481,8 @@ def _extract_cached(extractor: _Extractor, texts, shards, folder: Path, meta: di
             bar.update(len(shard))
         else:
             if entry:
-                warnings.warn(f"Activation cache shard {entry['file']} in {folder} is corrupt; recomputing it.")
+                warnings.warn(f"Activation cache shard {entry['file']} in {folder} is corrupt; recomputing it.",
+                              stacklevel=2)
                 done.pop(str(number))
             todo.append((number, shard))
     for number, shard in todo:
@@ -513,11 +512,12 @@ def _valid_manifest(folder: Path, meta: dict) -> dict:
         manifest = _read_manifest(folder)
         same = manifest["meta"]["cache_key"] == meta["cache_key"]
     except (ValueError, KeyError, OSError):
-        warnings.warn(f"Activation cache manifest {path} is unreadable; rebuilding the cache.")
+        warnings.warn(f"Activation cache manifest {path} is unreadable; rebuilding the cache.", stacklevel=2)
         same, manifest = False, None
     if manifest is not None and not same:
         warnings.warn(
-            f"Activation cache {folder} was made for different inputs (model, hooks, options or texts); rebuilding it."
+            f"Activation cache {folder} was made for different inputs (model, hooks, options or texts); rebuilding it.",
+            stacklevel=2
         )
     if not same:
         for old in folder.glob("shard_*.safetensors"):
@@ -589,13 +589,15 @@ def load_activations(folder: str | Path, verify: bool = True) -> Activations:
 
 def _read_shard(path: Path) -> dict[str, torch.Tensor]:
     with safe_open(str(path), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}
+        return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
 
 
 class ShardedTokens:
     """Token-level activations of one hook read shard by shard from a cache folder (never all in RAM).
 
-    It is the chunked source the SAE trainer streams from: ``len()`` shards, ``chunk(i)`` loads shard i.
+    It is the chunked source the SAE trainer streams from (a `saelab.train_data.TokenSource`): ``len()`` shards,
+    ``chunk(i)`` loads shard i; `hook_name`, `model_name` and `metadata` (from the manifest) go into the SAE's config.
+    It is saelab's one reader of safetensors token shards.
     """
 
     def __init__(self, folder: str | Path, hook: str):
@@ -610,8 +612,8 @@ class ShardedTokens:
         if hook not in manifest["meta"]["hooks"]:
             raise ValueError(f"Hook '{hook}' is not in this cache; it has {manifest['meta']['hooks']}: pass one of "
                              "them, or extract that hook.")
-        self.hook, self.meta = hook, manifest["meta"]
-        # what the SAE trainer records about its data (TokenSource's optional attributes)
+        self.meta = manifest["meta"]
+        # what the SAE trainer records about its data (saelab.train_data.TokenSource)
         self.hook_name, self.model_name = hook, self.meta["model"]
         self.metadata = {k: self.meta[k] for k in ("model", "model_fingerprint", "dataset", "dataset_fingerprint",
                                                     "n_texts", "include_bos", "max_length", "saelab_version")}
@@ -625,7 +627,21 @@ class ShardedTokens:
 
     def chunk(self, i: int) -> torch.Tensor:
         with safe_open(str(self.files[i]), framework="pt") as handle:
-            return handle.get_tensor(self.hook)
+            return handle.get_tensor(self.hook_name)
 
     def __iter__(self) -> Iterator[torch.Tensor]:
         return (self.chunk(i) for i in range(len(self)))
+
+
+__all__ = [
+    "MANIFEST",
+    "POOLINGS",
+    "Activations",
+    "LastOccurrence",
+    "ShardedTokens",
+    "TextTokens",
+    "extract",
+    "hook_names",
+    "last_occurrence",
+    "load_activations",
+]

@@ -3,7 +3,8 @@
 ClassifSAE explains a classifier LLM's decision from the residual stream entering its **last block** at the
 **last prompt token**. saelab builds such a classifier on any TransformerLens bridge without fine-tuning the model:
 
-    prompt  = a template that lists the label options, e.g. "...negative, neutral or positive?\\nTweet: {text}\\nSentiment:"
+    prompt  = a template that lists the label options,
+              e.g. "...negative, neutral or positive?\\nTweet: {text}\\nSentiment:"
     h       = blocks.{n-1}.hook_resid_pre at the prompt's last token          (the sentence vector, [d_model])
     feature = ln_final(block_{n-1}([h]))                                      (the last block on h alone)
     logits  = read-out(feature)        a linear head fit on the train split (default), or label-token scoring

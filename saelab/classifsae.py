@@ -42,7 +42,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from saelab.sae import SAE, SAEConfig, SAEOutput, load_extra_weights
-from saelab.train import Batch, TensorSource, TrainConfig, train_sae
+from saelab.train import TrainConfig, train_sae
+from saelab.train_data import Batch, TensorSource
 
 
 @dataclass

@@ -16,7 +16,7 @@ rest of the model (`saelab.classifier.PromptedClassifier.predict_from_hidden`).
 | ConceptSHAP (`train_conceptshap`) | cosines to 20 unit concept vectors, thresholded, normalised to sum 1 | 2-layer MLP, trained by cross-entropy through the rest of the model + coherence/diversity regularisers |
 | HI-Concept (`train_hi_concept`) | same as ConceptSHAP | same, plus a reconstruction term and, in the second half, HI-Concept's flip loss under random concept masking |
 
-`evaluate_explainer` computes the comparison metrics of `saelab.metrics` for one method on the test split;
+`evaluate_explainer` computes the comparison metrics of `saelab.concept_metrics` for one method on the test split;
 `describe_concepts` lists each concept's top sentences and TF-IDF top words so a person can judge it.
 """
 
@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from saelab import metrics
+from saelab import concept_metrics
 from saelab.classifier import PromptedClassifier
 from saelab.classifsae import ClassifSAE
 from saelab.sae import SAE, SAEConfig
@@ -318,7 +318,7 @@ def train_concept_net(classifier: PromptedClassifier, x_train: torch.Tensor, pre
                 cos = net.cosines(xb)
                 a = net.scores(cos)
                 hidden = net.decode(a)
-                logits = classifier.logits_from_hidden(metrics.rescale_to_norm(hidden, xb))
+                logits = classifier.logits_from_hidden(concept_metrics.rescale_to_norm(hidden, xb))
                 terms = {"ce": F.cross_entropy(logits, yb),
                          "coherence": coherence_weight * _coherence(cos),
                          "diversity": diversity_weight * _diversity(net.concept)}
@@ -327,7 +327,7 @@ def train_concept_net(classifier: PromptedClassifier, x_train: torch.Tensor, pre
                 if causal:
                     keep = (torch.rand(a.shape, generator=generator) > mask_prob).float()
                     masked = net.decode(net.scores(cos, keep))
-                    p_masked = classifier.logits_from_hidden(metrics.rescale_to_norm(masked, xb)).softmax(-1)
+                    p_masked = classifier.logits_from_hidden(concept_metrics.rescale_to_norm(masked, xb)).softmax(-1)
                     terms["flip"] = -flip_weight * (logits.softmax(-1) - p_masked).abs().sum(-1).mean()
                 loss = sum(terms.values())
                 optimizer.zero_grad(set_to_none=True)
@@ -359,21 +359,22 @@ def train_hi_concept(classifier: PromptedClassifier, x_train: torch.Tensor, pred
 def evaluate_explainer(explainer: ConceptExplainer, classifier: PromptedClassifier, x_test: torch.Tensor,
                        embeddings: np.ndarray, *, ks: Sequence[int] = (1, 2, 3, 4), progress: bool = False
                        ) -> dict[str, Any]:
-    """The comparison metrics of one method on the test split (see `saelab.metrics`): RAcc, activation rate,
-    Delta f_cond, TVD_cond, ConceptSim and SentenceSim(k), plus the concept activations for later use."""
+    """The comparison metrics of one method on the test split (see `saelab.concept_metrics`): RAcc, activation
+    rate, Delta f_cond, TVD_cond, ConceptSim and SentenceSim(k), plus the concept activations for later use."""
     x = explainer.check(x_test)
     if x.shape[1] != classifier.d_model:
         raise ValueError(f"the vectors have width {x.shape[1]} but the classifier reads {classifier.d_model}")
     if len(embeddings) != len(x):
         raise ValueError(f"{len(embeddings)} sentence embeddings for {len(x)} vectors")
     a = explainer.concepts(x)
-    causal = metrics.conditional_causality(classifier.proba_from_hidden, explainer.decode, a, x, progress=progress)
-    sim = metrics.concept_sim(a, embeddings)
-    sentence = metrics.sentence_sim(a, embeddings, ks=ks)
+    causal = concept_metrics.conditional_causality(classifier.proba_from_hidden, explainer.decode, a, x,
+                                                   progress=progress)
+    sim = concept_metrics.concept_sim(a, embeddings)
+    sentence = concept_metrics.sentence_sim(a, embeddings, ks=ks)
     row = {
         "method": explainer.name,
-        "racc": metrics.recovery_accuracy(classifier.predict_from_hidden, x, explainer.decode(a)),
-        "activation_rate": metrics.activation_rate(a),
+        "racc": concept_metrics.recovery_accuracy(classifier.predict_from_hidden, x, explainer.decode(a)),
+        "activation_rate": concept_metrics.activation_rate(a),
         "delta_f_cond": causal["delta_f_cond"],
         "tvd_cond": causal["tvd_cond"],
         "n_firing_concepts": causal["n_firing_concepts"],
@@ -408,7 +409,7 @@ def describe_concepts(concepts: torch.Tensor, texts: Sequence[str], *, n_sentenc
     out = []
     for j in range(a.shape[1]):
         strength = np.abs(a[:, j])
-        upper = metrics.jenks_upper_group(a[:, j])
+        upper = concept_metrics.jenks_upper_group(a[:, j])
         top = np.argsort(-strength, kind="stable")[:n_sentences]
         words = []
         if upper.any():

@@ -25,3 +25,11 @@ def cache_dir(*parts: str) -> Path:
     path = root.joinpath(*parts)
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+__all__ = [
+    "SMOKE_ENV",
+    "CACHE_ENV",
+    "smoke_mode",
+    "cache_dir",
+]

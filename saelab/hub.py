@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
-from typing import Iterator
+from collections.abc import Iterator
 
 _TRUE = {"1", "true", "yes", "on"}
 
@@ -47,3 +47,9 @@ def hub_offline(enabled: bool) -> Iterator[None]:
         yield
     finally:
         datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE = old
+
+
+__all__ = [
+    "hub_reachable",
+    "hub_offline",
+]

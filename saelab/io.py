@@ -12,8 +12,9 @@ import json
 import os
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
@@ -83,3 +84,14 @@ def save_tensors(tensors: dict[str, torch.Tensor], path: str | Path, metadata: d
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
+
+
+__all__ = [
+    "sha256_file",
+    "sha256_text",
+    "atomic_path",
+    "atomic_dir",
+    "write_json",
+    "read_json",
+    "save_tensors",
+]

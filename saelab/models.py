@@ -11,9 +11,9 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -105,8 +105,8 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     started = time.perf_counter()
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
-        hf_model, tokenizer, fingerprint = _load_embedded(spec)
-        with _quiet_transformers():
+        hf_model, tokenizer, fingerprint = load_embedded(spec)
+        with quiet_transformers():
             bridge = TransformerBridge.boot_transformers(spec.hub_name, hf_model=hf_model, tokenizer=tokenizer)
         source = f"embedded:{name}"
     else:
@@ -155,7 +155,7 @@ def keep_kv_cache(model) -> int:
     return added
 
 
-def _load_embedded(spec: EmbeddedModel):
+def load_embedded(spec: EmbeddedModel):
     """Return (hf_model, tokenizer, fingerprint), converting the GGUF to an fp32 safetensors copy on first use."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -164,7 +164,7 @@ def _load_embedded(spec: EmbeddedModel):
     if not _converted_copy_is_valid(folder, checksum):
         gguf_path, checksum = spec.locate_gguf()
         _convert_gguf(spec, gguf_path, checksum, folder)
-    with _quiet_transformers():
+    with quiet_transformers():
         hf_model = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32, local_files_only=True)
         # add_bos_token=True up front spares the bridge a second 3-second tokenizer load to set it.
         tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True, add_bos_token=True)
@@ -203,7 +203,7 @@ def _convert_gguf(spec: EmbeddedModel, gguf_path: Path, checksum: str, folder: P
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     print(f"saelab: converting {spec.name} from GGUF to an fp32 safetensors copy (once; about a minute on CPU)...")
-    with _quiet_transformers():
+    with quiet_transformers():
         tokenizer = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
         hf_model = AutoModelForCausalLM.from_pretrained(
             gguf_path.parent, gguf_file=gguf_path.name, dtype=torch.float32
@@ -259,7 +259,7 @@ def _load_from_hub(name: str):
     return bridge, f"{name}@{revision}"
 
 
-class _quiet_transformers:
+class quiet_transformers:
     """Silence transformers' per-tensor progress bars and advisory warnings during a load."""
 
     def __enter__(self):
@@ -323,7 +323,7 @@ def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, device: str 
     with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
         torch.manual_seed(seed)
         hf_model = Gemma3ForCausalLM(config).eval()
-    with _quiet_transformers():
+    with quiet_transformers():
         bridge = TransformerBridge.boot_transformers("google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer)
     name = f"tiny-gemma3-{n_layers}x{d_model}-seed{seed}"
     return _finish_bridge(bridge, device or "cpu", name, "code:saelab.models.tiny_model", name)
@@ -347,3 +347,18 @@ def model_fingerprint(model) -> str:
 def model_name(model) -> str:
     """A readable name for a model, for metadata and plot titles."""
     return getattr(model, "saelab_name", None) or getattr(model.cfg, "model_name", "unknown-model")
+
+
+__all__ = [
+    "DEFAULT_MODEL",
+    "EMBEDDED_MODELS",
+    "EmbeddedModel",
+    "ModelNotAvailableError",
+    "default_device",
+    "keep_kv_cache",
+    "load_model",
+    "model_fingerprint",
+    "model_name",
+    "tiny_model",
+    "tiny_tokenizer",
+]

@@ -34,7 +34,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from saelab.activations import extract
 from saelab.io import sha256_text
+from saelab.metrics import core_metrics
+from saelab.sae import SAE
 from saelab.tasks import WiCPair
 
 TEMPLATE = "{context} The {target_word} means"
@@ -291,8 +294,6 @@ class ProbeActivations:
 def extract_probe(model, probe: ProbeSet, hooks: str | Sequence[str], *, cache: bool = True, batch_size: int = 32,
                   dataset: str | None = None, progress: bool = True) -> ProbeActivations:
     """Run the probe prompts through `model` once and keep every hook's activations at the read positions."""
-    from saelab.activations import extract
-
     if len(probe) == 0:
         raise ValueError(f"No pair is left to evaluate: all {probe.n_input} were skipped ({probe.skip_counts()}); "
                          "check that each word occurs in both contexts as a whole word, or pass "
@@ -533,8 +534,6 @@ def evaluate_sae(sae, probe_acts: ProbeActivations, read: str = "template", *, n
     `core` adds the SAE's reconstruction metrics on the probe rows (both reads of every prompt): mse, l0 and
     explained_variance, the SAE's position on the sparsity-fidelity frontier for these very tokens.
     """
-    from saelab.metrics import core_metrics
-
     hook = hook or sae.cfg.hook_name
     if hook is None:
         raise ValueError("The SAE records no hook_name: pass hook=.")
@@ -566,8 +565,6 @@ def random_sae_like(sae, seed: int = 0, keep_b_dec: bool = True):
     centred on the data too. Without it (b_dec = 0), a residual stream with a few huge dimensions sends nearly
     every token to the same random direction, a much weaker baseline.
     """
-    from saelab.sae import SAE
-
     cfg = dataclasses.replace(sae.cfg, metadata={"random_baseline_seed": seed, "kept_b_dec": keep_b_dec},
                               dataset={}, normalize_activations="none")
     random = SAE(cfg, seed=seed).eval()

@@ -44,14 +44,15 @@ from tqdm.auto import tqdm
 from saelab._version import __version__
 from saelab.activations import (
     Activations,
-    _check_hooks,
-    _check_texts,
-    _pool_segments,
-    _stop_at_layer,
+    check_hooks,
+    check_texts,
     extract,
+    pool_segments,
+    stop_at_layer,
 )
 from saelab.config import cache_dir
 from saelab.io import atomic_dir, read_json, save_tensors, sha256_text, write_json
+from saelab.latents import final_norm_and_unembed
 from saelab.models import model_fingerprint, model_name
 
 POOLINGS = ("topn", "mean", "max", "sum", "last")
@@ -107,8 +108,8 @@ def padded_tokens(model, texts: Sequence[str], hook: str | Sequence[str], *, bat
     cache: True (saelab's cache folder), a folder, or None. The key covers the model weights, hooks, texts,
         batch size, padding side and saelab version: padding depends on batch-mates, so all of them matter.
     """
-    texts = _check_texts(texts)
-    hooks = _check_hooks(model, hook)
+    texts = check_texts(texts)
+    hooks = check_hooks(model, hook)
     if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
     tokenizer = model.tokenizer
@@ -124,7 +125,7 @@ def padded_tokens(model, texts: Sequence[str], hook: str | Sequence[str], *, bat
         if loaded is not None:
             return loaded
     parts = []
-    stop = _stop_at_layer(model, hooks)
+    stop = stop_at_layer(model, hooks)
     bar = tqdm(total=len(texts), desc="padded batches", unit="text", disable=not progress)
     for start in range(0, len(texts), batch_size):
         batch = texts[start:start + batch_size]
@@ -234,7 +235,7 @@ def pool_codes(codes: torch.Tensor, lengths: torch.Tensor, pooling: str, *, top_
         raise ValueError(f"{len(empty)} text(s) have no token rows to pool (first: text {int(empty[0])}); "
                          "check the texts are not empty and the keep mask keeps at least one row per text.")
     if pooling != "topn":
-        return _pool_segments(codes, segment, lengths, pooling)
+        return pool_segments(codes, segment, lengths, pooling)
     top_n = _check_top_n(top_n, codes.shape[1])
     values, latents = codes.topk(top_n, dim=1)
     votes = (values > 0).float()  # a TopK SAE has k active latents: an inactive one never gets a vote
@@ -306,7 +307,7 @@ def binarize(X, threshold: float = 1.0):
     if threshold < 0:
         raise ValueError(f"threshold={threshold} is out of range: pooled SAE features are >= 0, so a negative "
                          "threshold would switch every absent latent on. Use a threshold >= 0 (the anchor: 1.0).")
-    largest = _max_value(X)
+    largest = max_value(X)
     if threshold >= largest:
         raise ValueError(f"threshold={threshold} is out of range: no value exceeds it (the largest is {largest:g}), "
                          "so every feature would be 0. Use a threshold below the largest value.")
@@ -316,11 +317,11 @@ def binarize(X, threshold: float = 1.0):
         out.eliminate_zeros()
         return out
     if isinstance(X, torch.Tensor):
-        return (X > threshold).float()
+        return (threshold < X).float()
     return (np.asarray(X) > threshold).astype(np.float32)
 
 
-def _max_value(X) -> float:
+def max_value(X) -> float:
     if sp.issparse(X):
         return float(X.max()) if X.nnz else 0.0
     if isinstance(X, torch.Tensor):
@@ -523,7 +524,7 @@ def threshold_sweep(X_train, y_train, X_test, y_test, thresholds: Sequence[float
     thresholds = [float(t) for t in thresholds]
     if not thresholds:
         raise ValueError("threshold_sweep needs at least one threshold.")
-    largest = _max_value(X_train)
+    largest = max_value(X_train)
     bad = [t for t in thresholds if not (0 <= t < largest)]
     if bad:
         raise ValueError(f"threshold(s) {bad} out of range: use values >= 0 and below the largest training value "
@@ -581,7 +582,7 @@ def tfidf_features(train_texts: Sequence[str], test_texts: Sequence[str], *, ngr
     """TF-IDF features of 1-2 grams, fitted on the training texts only: (X_train, X_test, vectorizer)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
-    train_texts, test_texts = _check_texts(train_texts), _check_texts(test_texts)
+    train_texts, test_texts = check_texts(train_texts), check_texts(test_texts)
     vectorizer = TfidfVectorizer(ngram_range=ngram_range, min_df=min_df, max_features=max_features,
                                  sublinear_tf=True)
     return vectorizer.fit_transform(train_texts), vectorizer.transform(test_texts), vectorizer
@@ -671,7 +672,7 @@ def zero_shot(model, texts: Sequence[str], label_words: Sequence[str], *,
         the label probabilities (renormalised over the label words) of `content_free` texts, averaged, estimate
         that prior, and each prediction divides it out. `raw_predictions` keep the uncalibrated labels.
     """
-    texts = _check_texts(texts)
+    texts = check_texts(texts)
     if "{text}" not in template:
         raise ValueError("template must contain '{text}' where the text goes.")
     if len(label_words) < 2:
@@ -699,9 +700,7 @@ def zero_shot(model, texts: Sequence[str], label_words: Sequence[str], *,
 def label_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int], chunk: int = 64) -> torch.Tensor:
     """Next-token logits of `token_ids` from final-block residuals [n, d_model], through the model's own final
     norm and unembedding (what the model's forward computes at those positions)."""
-    from saelab.viz import _final_norm_and_unembed
-
-    norm, unembed = _final_norm_and_unembed(model)
+    norm, unembed = final_norm_and_unembed(model)
     param = next(model.parameters())
     ids = torch.as_tensor(list(token_ids), device=param.device)
     out = []

@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from saelab._version import __version__
+from saelab.config import smoke_mode
 from saelab.io import write_json
 
 REPORT_ENV = "SAELAB_REPORT_DIR"
@@ -21,8 +22,6 @@ def record_findings(notebook: str, findings: dict, notes: str = "") -> dict:
 
     Values should be plain numbers or short strings. `notes` says in a sentence or two what the numbers mean.
     """
-    from saelab.config import smoke_mode
-
     entry = {"notebook": notebook, "findings": findings, "notes": notes, "smoke_mode": smoke_mode(),
              "saelab_version": __version__}
     folder = os.environ.get(REPORT_ENV)
@@ -46,3 +45,10 @@ def findings_markdown(folder: str | Path) -> str:
             lines.append(f"| {key} | {shown} |")
         lines.append("")
     return "\n".join(lines)
+
+
+__all__ = [
+    "REPORT_ENV",
+    "findings_markdown",
+    "record_findings",
+]

@@ -38,16 +38,18 @@ import contextlib
 import copy
 import functools
 import math
-import operator
 import random as _random
-from dataclasses import dataclass, field
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from saelab.activations import check_hooks
+from saelab.concept_metrics import encode_sentences, load_sentence_encoder, mean_pairwise_cosine
+from saelab.latents import LatentRecords, check_latent, latent_logits
 from saelab.models import keep_kv_cache
 
 NEUTRAL_PROMPT = "From my experience,"
@@ -63,8 +65,6 @@ RATINGS = ("concept", "fluency", "relevance")
 
 def _check_hook(model, hook: str | None, sae=None) -> str:
     """The hook name, checked to exist in the model (the bridge silently ignores unknown names)."""
-    from saelab.activations import _check_hooks
-
     if hook is None and sae is not None:
         hook = getattr(sae.cfg, "hook_name", None)
         if hook is None:
@@ -73,7 +73,7 @@ def _check_hook(model, hook: str | None, sae=None) -> str:
     if not isinstance(hook, str):
         raise TypeError(f"A hook is a hook name such as 'blocks.6.hook_resid_post', not {hook!r}.")
     try:
-        return _check_hooks(model, hook)[0]
+        return check_hooks(model, hook)[0]
     except ValueError as err:
         origin = " (the SAE's hook_name)" if sae is not None else ""
         raise ValueError(f"Cannot steer at {hook!r}{origin}: it is not a hook of this model. {err} An SAE must be "
@@ -95,20 +95,7 @@ def _check_latents(sae, latents: int | Sequence[int]) -> list[int]:
     single = not isinstance(latents, (Sequence, np.ndarray, torch.Tensor))
     values = [latents] if single else list(torch.as_tensor(latents).reshape(-1).tolist()
                                            if isinstance(latents, (np.ndarray, torch.Tensor)) else latents)
-    d_sae = sae.cfg.d_sae
-    out = []
-    for value in values:
-        try:
-            if isinstance(value, bool):
-                raise TypeError
-            value = operator.index(value)
-        except TypeError:
-            raise ValueError(f"A latent is an integer between 0 and {d_sae - 1}, not {value!r}.") from None
-        if not 0 <= value < d_sae:
-            raise ValueError(f"Latent {value} does not exist: this SAE has {d_sae:,} latents; choose one from 0 to "
-                             f"{d_sae - 1}.")
-        out.append(value)
-    return out
+    return [check_latent(value, sae.cfg.d_sae) for value in values]
 
 
 def _check_prompts(prompts: Sequence[str]) -> list[str]:
@@ -151,8 +138,6 @@ def _positions(mask: torch.Tensor) -> torch.Tensor:
 
 def max_activations(source, latents: Sequence[int]) -> torch.Tensor:
     """Each latent's top activation, from `LatentRecords` (tracking those latents) or a tensor indexed by latent."""
-    from saelab.viz import LatentRecords
-
     if isinstance(source, LatentRecords):
         return torch.tensor([float(source.max_act[source.position(j)]) for j in latents])
     hint = "give one per latent, or a tensor over all latents (e.g. records.max_act)"
@@ -184,7 +169,7 @@ def steering_vectors(sae, latents: int | Sequence[int], alphas: float | Sequence
     tops = max_activations(max_acts, ids).float()
     if not torch.isfinite(tops).all() or (tops < 0).any():
         raise ValueError(f"Top activations must be finite and non-negative, got {tops.tolist()}; check max_acts "
-                         "(e.g. records.max_act from saelab.viz.latent_records).")
+                         "(e.g. records.max_act from saelab.latents.latent_records).")
     rows = sae.W_dec.detach()[torch.as_tensor(ids, dtype=torch.long, device=sae.W_dec.device)].float().cpu()
     return (alpha_t * tops)[:, None] * rows
 
@@ -384,8 +369,6 @@ def _amplified(model, sae, latents, max_acts, prompt: str, alpha: float, batch_s
 
 def logit_lens_tokens(model, sae, latents: Sequence[int], n: int = LOGIT_LENS_TOKENS) -> torch.Tensor:
     """The n tokens each latent's decoder row promotes most through the final norm and unembedding: [len, n]."""
-    from saelab.viz import latent_logits
-
     ids = _check_latents(sae, latents)
     vocab = getattr(getattr(model, "cfg", None), "d_vocab", None) or float("inf")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= vocab:
@@ -447,9 +430,8 @@ def input_score(model, sae, latents: Sequence[int], records, *, n_tokens: int = 
     lens = logit_lens_tokens(model, sae, ids, n_tokens)
     scores = []
     for latent, promoted in zip(ids, lens.tolist()):
-        i = records.position(latent)
-        used = (records.top_rows[i] >= 0) & (records.top_acts[i] > 0)
-        rows = records.top_rows[i][used][:n_top]
+        _, rows, _ = records.top_entries(latent)
+        rows = rows[:n_top]
         if len(rows) == 0:
             scores.append(float("nan"))
             continue
@@ -500,15 +482,13 @@ def select_latents(latents: Sequence[int], scores: torch.Tensor, n: int, mode: s
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Contexts as text, and the judge-free interpretability proxies
+# Judge-free interpretability proxies
 # ------------------------------------------------------------------------------------------------------------------
 
 
 def sentence_embeddings(texts: Sequence[str], encoder=None) -> torch.Tensor:
-    """Unit-length all-MiniLM-L6-v2 embeddings [n, d] (`saelab.metrics.encode_sentences`); the encoder is loaded
-    once per process when none is given."""
-    from saelab.metrics import encode_sentences
-
+    """Unit-length all-MiniLM-L6-v2 embeddings [n, d] (`saelab.concept_metrics.encode_sentences`); the encoder is
+    loaded once per process when none is given."""
     texts = list(texts)
     encoder = encoder or _default_encoder()
     if not texts:
@@ -518,46 +498,18 @@ def sentence_embeddings(texts: Sequence[str], encoder=None) -> torch.Tensor:
 
 @functools.lru_cache(maxsize=1)
 def _default_encoder():
-    from saelab.metrics import load_sentence_encoder
-
     return load_sentence_encoder()
 
 
 def _mean_pairwise(vectors: torch.Tensor) -> float:
-    """Mean pairwise cosine (`saelab.metrics.mean_pairwise_cosine`), NaN for fewer than two vectors."""
-    from saelab.metrics import mean_pairwise_cosine
-
+    """Mean pairwise cosine (`saelab.concept_metrics.mean_pairwise_cosine`), NaN for fewer than two vectors."""
     return mean_pairwise_cosine(vectors.numpy()) if len(vectors) >= 2 else float("nan")
-
-
-def window_text(records, row: int, window: tuple[int, int] | None = None) -> str:
-    """The text of the tokens around token `row` of `records` (within its own text)."""
-    left, right = window or records.window
-    t = records.text_of_row(row)
-    first, last = int(records.text_offsets[t]), int(records.text_offsets[t + 1])
-    ids = records.token_ids[max(first, row - left):min(last, row + right + 1)].tolist()
-    if records.tokenizer is None:
-        return " ".join(f"<{i}>" for i in ids)
-    return records.tokenizer.decode(ids)
-
-
-def top_context_texts(records, latent: int, n: int = 10) -> list[str]:
-    """A latent's top-activating contexts as plain text (best first; fewer if it fired less often)."""
-    i = records.position(latent)
-    rows = [int(r) for r, a in zip(records.top_rows[i].tolist(), records.top_acts[i].tolist()) if r >= 0 and a > 0]
-    return [window_text(records, r) for r in rows[:n]]
-
-
-def random_context_texts(records, n: int, seed: int = 0) -> list[str]:
-    """Contexts around uniformly drawn tokens of the records' texts: the chance level for coherence."""
-    rng = _random.Random(seed)
-    return [window_text(records, rng.randrange(records.n_tokens)) for _ in range(n)]
 
 
 def context_coherence(records, latents: Sequence[int], *, n_contexts: int = 8, encoder=None,
                       progress: bool = False) -> torch.Tensor:
     """Mean pairwise sentence-encoder similarity of each latent's top contexts (NaN with fewer than 2)."""
-    texts = [top_context_texts(records, j, n_contexts) for j in latents]
+    texts = [records.top_context_texts(j, n_contexts) for j in latents]
     vectors = sentence_embeddings([t for group in texts for t in group], encoder)
     out, start = [], 0
     for group in tqdm(texts, desc="coherence", disable=not progress):
@@ -576,7 +528,7 @@ def interpretability_proxies(model, sae, records, latents: Sequence[int], *, n_c
     ids = _check_latents(sae, latents)
     inputs = input_score(model, sae, ids, records)
     coherence = context_coherence(records, ids, n_contexts=n_contexts, encoder=encoder)
-    chance = _mean_pairwise(sentence_embeddings(random_context_texts(records, 4 * n_contexts, seed), encoder))
+    chance = _mean_pairwise(sentence_embeddings(records.random_context_texts(4 * n_contexts, seed), encoder))
     return {"input_score": float(np.nanmean(inputs.numpy())) if torch.isfinite(inputs).any() else float("nan"),
             "coherence": float(np.nanmean(coherence.numpy())) - chance if torch.isfinite(coherence).any()
             else float("nan"),
@@ -917,8 +869,7 @@ __all__ = [
     "DEFAULT_ALPHA", "NEUTRAL_PROMPT", "activation_frequency", "choose_alpha", "context_coherence",
     "delta_token_confidence", "evaluate_steering", "generate", "Generation", "harmonic_mean", "input_score",
     "interpretability_proxies", "Judge", "JudgeFreeJudge", "kendall_tau", "logit_lens_tokens", "max_activations",
-    "next_token_logits", "output_score", "output_score_from_logits", "random_context_texts", "random_score",
-    "repetition_rate", "select_latents", "selection_scores", "sentence_embeddings", "split_prompts", "steer",
-    "steering_score", "steering_vectors", "SteeringCase", "SteeringTarget", "token_confidence", "top_context_texts",
-    "window_text",
+    "next_token_logits", "output_score", "output_score_from_logits", "random_score", "repetition_rate",
+    "select_latents", "selection_scores", "sentence_embeddings", "split_prompts", "steer", "steering_score",
+    "steering_vectors", "SteeringCase", "SteeringTarget", "token_confidence",
 ]

@@ -20,9 +20,10 @@ import importlib.metadata
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.model_selection import train_test_split
@@ -420,3 +421,17 @@ def _hub_wic(*, n: int | None, test_size: float, seed: int) -> WiCTask:
                                         test_size=test_size, seed=seed, what="super_glue/wic")
     return WiCTask("super_glue/wic", pairs(train_ds.select(train_idx)), pairs(test_ds.select(test_idx)),
                    "Hugging Face hub: aps/super_glue (wic); test = its validation split", seed)
+
+
+__all__ = [
+    "DATA_DIR",
+    "HUB_TASKS",
+    "OFFLINE_TASKS",
+    "ClassificationTask",
+    "LabelledTexts",
+    "TaskNotAvailableError",
+    "WiCPair",
+    "WiCTask",
+    "available_tasks",
+    "load_task",
+]

@@ -13,14 +13,15 @@ What one step does, for every architecture:
            + extra terms       (a hook, e.g. ClassifSAE's classifier head)
     remove from W_dec's gradient its component along each decoder row, Adam step, renormalise rows to 1
 
-TopK and BatchTopK use a sparse fast path: only the k active latents of each token carry gradient, so the
-backward pass touches k rows of W_dec / columns of W_enc per token instead of all d_sae (what sparsify does
-with its custom autograd function). The dense path (`SAE.forward_train`) computes the same numbers; a test
-checks that both give the same gradients.
+TopK and BatchTopK use a sparse fast path (`train_sparse`): only the k active latents of each token carry
+gradient, so the backward pass touches k rows of W_dec / columns of W_enc per token instead of all d_sae (what
+sparsify does with its custom autograd function). The dense path (`SAE.forward_train`) computes the same numbers;
+a test checks that both give the same gradients.
 
-Data arrive as a `TokenSource` (chunks loaded lazily, e.g. safetensors shards of the extraction cache) or a
-tensor. Batches are a deterministic function of the seed and the step, and checkpoints store the data cursor,
-so `train_sae(..., resume=True)` continues an interrupted run and ends with the same weights.
+Data arrive as a tensor or a `TokenSource` (`train_data`; e.g. `activations.ShardedTokens`, the shards of the
+extraction cache, loaded lazily). Batches are a deterministic function of the seed and the step, and checkpoints
+(`checkpoints`) store the data cursor, so `train_sae(..., resume=True)` continues an interrupted run and ends with
+the same weights.
 """
 
 from __future__ import annotations
@@ -28,231 +29,25 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
 import json
 import math
 import numbers
-import random
-import re
-import shutil
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any
 
-import numpy as np
 import torch
-import torch.nn.functional as F
-from safetensors import safe_open
 from torch import nn
 from tqdm.auto import tqdm
 
-from saelab._version import __version__
+from saelab.checkpoints import find_checkpoints, prune_checkpoints, read_checkpoint, restore_checkpoint, save_checkpoint
 from saelab.config import cache_dir
-from saelab.io import atomic_dir, read_json, save_tensors, sha256_file, sha256_text, write_json
+from saelab.io import sha256_text
 from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
-
-# ------------------------------------------------------------------------------------------------------------------
-# Data: token sources and a deterministic batch stream
-# ------------------------------------------------------------------------------------------------------------------
-
-
-@runtime_checkable
-class TokenSource(Protocol):
-    """Token-level activations in chunks that are loaded one at a time.
-
-    `chunk(i)` returns a [n_i, d_in] tensor. A source may also define `side(i) -> dict[str, Tensor]` with per-row
-    side data (e.g. labels, shape [n_i, ...]) that travels with the rows into each batch, and may carry
-    `metadata` (a dict describing the data), `model_name` and `hook_name`, which end up in the SAE's config.
-    """
-
-    d_in: int
-
-    def __len__(self) -> int: ...
-
-    def chunk(self, i: int) -> torch.Tensor: ...
-
-
-class TensorSource:
-    """An in-memory tensor [n_tokens, d_in] (plus optional per-row side tensors) seen as a chunked source."""
-
-    def __init__(
-        self,
-        activations: torch.Tensor,
-        side: dict[str, torch.Tensor] | None = None,
-        chunk_size: int = 65536,
-        metadata: dict[str, Any] | None = None,
-    ):
-        if activations.ndim != 2:
-            raise ValueError(f"activations must be [n_tokens, d_in], got shape {tuple(activations.shape)}; reshape "
-                             "them to one row per token")
-        if len(activations) == 0:
-            raise ValueError(f"the activations have no rows (shape {tuple(activations.shape)}): give at least one "
-                             "token activation")
-        self.activations = activations
-        self.side_tensors = dict(side or {})
-        for name, tensor in self.side_tensors.items():
-            if len(tensor) != len(activations):
-                raise ValueError(f"side tensor {name!r} has {len(tensor)} rows, activations have {len(activations)}")
-        self.chunk_size = int(chunk_size)
-        self.d_in = activations.shape[1]
-        self.metadata = dict(metadata or {})
-
-    def __len__(self) -> int:
-        return max(1, math.ceil(len(self.activations) / self.chunk_size))
-
-    def chunk(self, i: int) -> torch.Tensor:
-        return self.activations[i * self.chunk_size : (i + 1) * self.chunk_size]
-
-    def side(self, i: int) -> dict[str, torch.Tensor]:
-        return {name: t[i * self.chunk_size : (i + 1) * self.chunk_size] for name, t in self.side_tensors.items()}
-
-
-class SafetensorsSource:
-    """Shards on disk, one safetensors file per chunk, each holding `key` [n_i, d_in] and optional side keys."""
-
-    def __init__(self, paths: Sequence[str | Path], key: str = "activations", side_keys: Sequence[str] = (),
-                 metadata: dict[str, Any] | None = None):
-        self.paths = [Path(p) for p in paths]
-        if not self.paths:
-            raise ValueError("SafetensorsSource needs at least one file")
-        self.key, self.side_keys = key, tuple(side_keys)
-        with safe_open(self.paths[0], framework="pt") as handle:
-            self.d_in = int(handle.get_slice(key).get_shape()[1])
-        self.metadata = dict(metadata or {})
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def chunk(self, i: int) -> torch.Tensor:
-        with safe_open(self.paths[i], framework="pt") as handle:
-            return handle.get_tensor(self.key)
-
-    def side(self, i: int) -> dict[str, torch.Tensor]:
-        with safe_open(self.paths[i], framework="pt") as handle:
-            return {name: handle.get_tensor(name) for name in self.side_keys}
-
-
-@dataclass
-class Batch:
-    """A batch of token activations and the matching rows of any side tensors."""
-
-    acts: torch.Tensor
-    side: dict[str, torch.Tensor] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.acts)
-
-    def to(self, device: str | torch.device) -> Batch:
-        return Batch(self.acts.to(device), {k: v.to(device) for k, v in self.side.items()})
-
-
-def _mix(*parts: int) -> int:
-    """A 63-bit seed from integers, so every (seed, epoch, window) gets its own independent stream."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "little") & (2**63 - 1)
-
-
-class BatchStream:
-    """Batches of `batch_size` rows drawn from a TokenSource, as a deterministic function of `seed`.
-
-    Each epoch visits the chunks in a seeded random order, a window of `window_chunks` chunks at a time; the rows
-    of a window are shuffled together, and batches are consecutive slices of this stream (a batch may span two
-    windows or epochs). Only one window is in memory. The cursor (epoch, window, offset) is all a checkpoint needs
-    to continue exactly where it stopped.
-    """
-
-    def __init__(self, source: TokenSource, batch_size: int, seed: int = 0, window_chunks: int = 4,
-                 cursor: dict[str, int] | None = None, check_finite: bool = True):
-        self.source, self.batch_size, self.seed = source, int(batch_size), int(seed)
-        self.window_chunks = max(1, int(window_chunks))
-        self.n_chunks = len(source)
-        if self.n_chunks == 0:
-            raise ValueError("the activation source has no chunks")
-        self.n_windows = math.ceil(self.n_chunks / self.window_chunks)
-        cursor = cursor or {}
-        self.epoch, self.window, self.offset = cursor.get("epoch", 0), cursor.get("window", 0), cursor.get("offset", 0)
-        self.check_finite = check_finite
-        self._acts: torch.Tensor | None = None
-        self._side: dict[str, torch.Tensor] = {}
-
-    def cursor(self) -> dict[str, int]:
-        return {"epoch": self.epoch, "window": self.window, "offset": self.offset}
-
-    def _load_window(self) -> None:
-        order = torch.randperm(self.n_chunks, generator=torch.Generator().manual_seed(_mix(self.seed, self.epoch)))
-        ids = order[self.window * self.window_chunks : (self.window + 1) * self.window_chunks].tolist()
-        acts, sides = [], []
-        for i in ids:
-            chunk = torch.as_tensor(self.source.chunk(i))
-            if chunk.ndim != 2 or chunk.shape[1] != self.source.d_in:
-                raise ValueError(f"chunk {i} has shape {tuple(chunk.shape)}, expected [n, d_in={self.source.d_in}]")
-            if self.check_finite and not torch.isfinite(chunk).all():
-                row = int((~torch.isfinite(chunk)).any(1).nonzero()[0, 0])
-                raise ValueError(f"chunk {i} of the activations contains NaN or inf values (first at its row {row}): "
-                                 "drop or fix those rows, e.g. x[torch.isfinite(x).all(1)]")
-            acts.append(chunk.float())
-            side = self.source.side(i) if hasattr(self.source, "side") else {}
-            for name, tensor in side.items():
-                if len(tensor) != len(chunk):
-                    raise ValueError(f"side tensor {name!r} of chunk {i} has {len(tensor)} rows, "
-                                     f"the chunk has {len(chunk)}")
-            sides.append(side)
-        data = torch.cat(acts)
-        generator = torch.Generator().manual_seed(_mix(self.seed, self.epoch, self.window + 1))
-        perm = torch.randperm(len(data), generator=generator)
-        self._acts = data[perm]
-        self._side = {name: torch.cat([s[name] for s in sides])[perm] for name in (sides[0] if sides else {})}
-
-    def _advance(self) -> None:
-        self._acts, self.offset = None, 0
-        self.window += 1
-        if self.window == self.n_windows:
-            self.window, self.epoch = 0, self.epoch + 1
-
-    def take(self, n: int, within_epoch: bool = False) -> Batch:
-        """The next n rows (across windows and epochs as needed; with `within_epoch`, at most to the epoch's end)."""
-        pieces: list[Batch] = []
-        need, empty, epoch = n, 0, self.epoch
-        while need > 0:
-            if within_epoch and self.epoch != epoch and pieces:
-                break
-            if self._acts is None:
-                self._load_window()
-            available = len(self._acts) - self.offset
-            if available <= 0:
-                empty += 1
-                if empty > self.n_windows:
-                    raise ValueError("the activation source has no rows")
-                self._advance()
-                continue
-            empty = 0
-            m = min(need, available)
-            rows = slice(self.offset, self.offset + m)
-            pieces.append(Batch(self._acts[rows], {k: v[rows] for k, v in self._side.items()}))
-            self.offset += m
-            need -= m
-        if len(pieces) == 1:
-            return pieces[0]
-        side = {k: torch.cat([p.side[k] for p in pieces]) for k in pieces[0].side}
-        return Batch(torch.cat([p.acts for p in pieces]), side)
-
-    def next(self) -> Batch:
-        return self.take(self.batch_size)
-
-
-def as_source(activations: torch.Tensor | TokenSource, side: dict[str, torch.Tensor] | None = None) -> TokenSource:
-    if isinstance(activations, torch.Tensor):
-        return TensorSource(activations, side)
-    if side:
-        raise ValueError("pass side tensors through the source's side(i), not train_sae(side=...), for a TokenSource")
-    for attr in ("d_in", "__len__", "chunk"):
-        if not hasattr(activations, attr):
-            raise TypeError(f"activations must be a tensor or a TokenSource (d_in, __len__, chunk), not a "
-                            f"{type(activations).__name__}; it lacks {attr}")
-    return activations
-
+from saelab.train_data import Batch, BatchStream, TokenSource, as_source, derive_seed
+from saelab.train_sparse import auxk_loss_dense, auxk_loss_sparse, sparse_forward
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -348,7 +143,7 @@ def lr_at(step: int, base_lr: float, tcfg: TrainConfig) -> float:
 
 
 # ------------------------------------------------------------------------------------------------------------------
-# Initialisation helpers
+# Initialisation: b_dec and the input scale
 # ------------------------------------------------------------------------------------------------------------------
 
 
@@ -371,139 +166,26 @@ def geometric_median(points: torch.Tensor, n_iter: int = 200, tol: float = 1e-7)
     return y.to(points.dtype)
 
 
-# ------------------------------------------------------------------------------------------------------------------
-# The sparse TopK path: autograd functions whose backward touches only the selected (token, latent) pairs
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-        return torch.sparse_csr_tensor(crow, col, values, size, check_invariants=False)
-
-
-class _GatherPreActs(torch.autograd.Function):
-    """pre[row, col] = x_c[row] . W_enc[:, col] + b_enc[col] for the selected pairs, given the dense `pre` from a
-    no-grad forward. The backward needs only those pairs: an [B, d_sae] sparse matrix of gradients times x_c or
-    W_enc, instead of the two dense [B, d_sae] products of an ordinary matmul backward."""
-
-    @staticmethod
-    def forward(ctx, x_c, W_enc, b_enc, pre, crow, col, rows):
-        ctx.save_for_backward(x_c, W_enc, crow, col)
-        return pre.reshape(-1)[rows * pre.shape[1] + col]
-
-    @staticmethod
-    def backward(ctx, grad):
-        x_c, W_enc, crow, col = ctx.saved_tensors
-        G = _csr(crow, col, grad, (x_c.shape[0], W_enc.shape[1]))
-        grad_x = G @ W_enc.t().contiguous() if ctx.needs_input_grad[0] else None
-        grad_W = (G.t() @ x_c).t() if ctx.needs_input_grad[1] else None
-        grad_b = None
-        if ctx.needs_input_grad[2]:
-            grad_b = torch.zeros(W_enc.shape[1], dtype=grad.dtype, device=grad.device).index_add_(0, col, grad)
-        return grad_x, grad_W, grad_b, None, None, None, None
-
-
-class _SparseDecode(torch.autograd.Function):
-    """x_hat[row] = sum over the row's selected latents of acts * W_dec[col] (no bias)."""
-
-    @staticmethod
-    def forward(ctx, acts, crow, col, W_dec):
-        ctx.save_for_backward(acts, crow, col, W_dec)
-        return F.embedding_bag(col, W_dec, crow, mode="sum", per_sample_weights=acts, include_last_offset=True)
-
-    @staticmethod
-    def backward(ctx, grad):
-        acts, crow, col, W_dec = ctx.saved_tensors
-        A = _csr(crow, col, acts, (len(crow) - 1, W_dec.shape[0]))
-        grad_acts = grad_W = None
-        if ctx.needs_input_grad[0]:  # <grad[row], W_dec[col]> only at the selected pairs
-            grad_acts = torch.sparse.sampled_addmm(A, grad, W_dec.t(), beta=0.0).values()
-        if ctx.needs_input_grad[3]:
-            grad_W = A.t() @ grad
-        return grad_acts, None, None, grad_W
-
-
-@dataclass
-class SparseCodes:
-    """Latents in compressed-row form: row r's active latents are col[crow[r]:crow[r+1]] with values acts[...]."""
-
-    crow: torch.Tensor
-    col: torch.Tensor
-    rows: torch.Tensor
-    acts: torch.Tensor
-    n_latents: int
-
-    def to_dense(self) -> torch.Tensor:
-        dense = torch.zeros(len(self.crow) - 1, self.n_latents, dtype=self.acts.dtype, device=self.acts.device)
-        dense[self.rows, self.col] = self.acts
-        return dense
-
-
-def _csr_from_topk(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Sorted per-row indices [B, k] -> (crow, col, rows, order) of a CSR pattern."""
-    indices, order = indices.sort(dim=-1)
-    B, k = indices.shape
-    crow = torch.arange(0, B * k + 1, k, device=indices.device)
-    rows = torch.arange(B, device=indices.device).repeat_interleave(k)
-    return crow, indices.reshape(-1), rows, order
-
-
-def _select_batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    B, d_sae = pre.shape
-    flat = F.relu(pre).reshape(-1).topk(k * B, sorted=False).indices.sort().values
-    rows, col = flat // d_sae, flat % d_sae
-    crow = torch.zeros(B + 1, dtype=torch.long, device=pre.device)
-    crow[1:] = torch.bincount(rows, minlength=B).cumsum(0)
-    return crow, col, rows
-
-
-def sparse_forward(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, SparseCodes, torch.Tensor, torch.Tensor]:
-    """The TopK / BatchTopK training forward on the sparse path: (x_hat, codes, dense pre [no grad], x_c)."""
-    x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
-    with torch.no_grad():
-        pre = torch.addmm(sae.b_enc, x_c, sae.W_enc)
-    if sae.architecture == "topk":
-        crow, col, rows, _ = _csr_from_topk(pre.topk(sae.cfg.k, dim=-1, sorted=False).indices)
+@torch.no_grad()
+def _initialise(sae: SAE, source: TokenSource, tcfg: TrainConfig, device: torch.device) -> float:
+    """Set b_dec (geometric median / mean / zeros of a sample) and return the input scale factor."""
+    cfg, scale = sae.cfg, 1.0
+    if cfg.normalize_activations == "none" and tcfg.b_dec_init == "zeros":
+        sae.b_dec.zero_()
+        return scale
+    stream = BatchStream(source, tcfg.init_samples, seed=derive_seed(tcfg.seed, 7), window_chunks=tcfg.window_chunks)
+    sample = stream.take(tcfg.init_samples, within_epoch=True).acts.to(device)
+    if cfg.normalize_activations == "expected_average_only_in":
+        # SAELens' rule: scale so that the average token has norm sqrt(d_in)
+        scale = math.sqrt(cfg.d_in) / float(sample.norm(dim=1).mean().clamp_min(1e-12))
+    sample = sample * scale
+    if tcfg.b_dec_init == "geometric_median":
+        sae.b_dec.copy_(geometric_median(sample))
+    elif tcfg.b_dec_init == "mean":
+        sae.b_dec.copy_(sample.mean(0))
     else:
-        crow, col, rows = _select_batch_topk(pre, sae.cfg.k)
-    acts = F.relu(_GatherPreActs.apply(x_c, sae.W_enc, sae.b_enc, pre, crow, col, rows))
-    x_hat = _SparseDecode.apply(acts, crow, col, sae.W_dec) + sae.b_dec
-    return x_hat, SparseCodes(crow, col, rows, acts, sae.cfg.d_sae), pre, x_c
-
-
-def _auxk_select(pre: torch.Tensor, dead: torch.Tensor, k_aux: int):
-    """Each token's k_aux largest pre-activations among dead latents, as a CSR pattern."""
-    dead_ids = dead.nonzero().squeeze(1)
-    local = pre[:, dead_ids].topk(min(k_aux, len(dead_ids)), dim=-1, sorted=False).indices
-    return _csr_from_topk(dead_ids[local])[:3]
-
-
-def auxk_loss(residual: torch.Tensor, residual_hat: torch.Tensor, n_dead: int, k_aux: int) -> torch.Tensor:
-    """AuxK (Gao et al. 2024): how well the dead latents reconstruct the live latents' residual, normalised by the
-    residual's variance and scaled down while few latents are dead (as sparsify and dictionary_learning do)."""
-    scale = min(n_dead / k_aux, 1.0)
-    variance = (residual - residual.mean(0)).pow(2).sum(-1).mean().clamp_min(1e-12)
-    return scale * (residual_hat - residual).pow(2).sum(-1).mean() / variance
-
-
-def auxk_loss_sparse(sae: SAE, pre: torch.Tensor, x_c: torch.Tensor, residual: torch.Tensor,
-                     dead: torch.Tensor, k_aux: int) -> torch.Tensor:
-    crow, col, rows = _auxk_select(pre, dead, k_aux)
-    acts = _GatherPreActs.apply(x_c, sae.W_enc, sae.b_enc, pre, crow, col, rows)
-    return auxk_loss(residual, _SparseDecode.apply(acts, crow, col, sae.W_dec), int(dead.sum()), k_aux)
-
-
-def auxk_loss_dense(sae: SAE, out: SAEOutput, residual: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
-    """The readable AuxK: each token's top-k_aux pre-activations among dead latents, decoded without b_dec.
-
-    The pre-activations are used as they are, without a relu (as in SAELens): a latent whose pre-activations
-    are all negative still gets a gradient that can bring it back."""
-    n_dead = int(dead.sum())
-    masked = torch.where(dead, out.pre_acts, torch.full_like(out.pre_acts, -torch.inf))
-    values, indices = masked.topk(min(k_aux, n_dead), dim=-1, sorted=False)
-    aux_latents = torch.zeros_like(out.pre_acts).scatter(-1, indices, values)
-    return auxk_loss(residual, aux_latents @ sae.W_dec, n_dead, k_aux)
+        sae.b_dec.zero_()
+    return scale
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -521,80 +203,6 @@ def remove_parallel_gradient(W_dec: torch.Tensor, grad: torch.Tensor) -> None:
 @torch.no_grad()
 def normalize_decoder(W_dec: torch.Tensor) -> None:
     W_dec /= W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Checkpoints
-# ------------------------------------------------------------------------------------------------------------------
-
-_CKPT = re.compile(r"^step_(\d{9})$")
-STATE_FILE, META_FILE = "state.safetensors", "trainer_state.json"
-
-
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    np_state = np.random.get_state()
-    py_state = random.getstate()
-    return {"rng.torch": torch.get_rng_state()}, {
-        "numpy": [np_state[0], np_state[1].tolist(), *(v.item() if hasattr(v, "item") else v for v in np_state[2:])],
-        "python": [py_state[0], list(py_state[1]), py_state[2]],
-    }
-
-
-def _set_rng_state(tensors: dict[str, torch.Tensor], state: dict[str, Any]) -> None:
-    torch.set_rng_state(tensors["rng.torch"])
-    kind, keys, *rest = state["numpy"]
-    np.random.set_state((kind, np.array(keys, dtype=np.uint32), *rest))
-    version, internal, gauss = state["python"]
-    random.setstate((version, tuple(internal), gauss))
-
-
-def save_checkpoint(folder: Path, step: int, sae: SAE, extra_modules: dict[str, nn.Module],
-                    optimizer: torch.optim.Optimizer, info: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
-    """Write `folder/step_XXXXXXXXX/` atomically: tensors in safetensors, everything else in JSON (no pickles)."""
-    tensors = dict(tensors)
-    tensors.update({f"sae.{k}": v for k, v in sae.state_dict().items()})
-    for name, module in extra_modules.items():
-        tensors.update({f"extra.{name}.{k}": v for k, v in module.state_dict().items()})
-    opt = optimizer.state_dict()
-    for idx, state in opt["state"].items():
-        for key, value in state.items():
-            tensors[f"optim.{idx}.{key}"] = value if isinstance(value, torch.Tensor) else torch.tensor(value)
-    rng_tensors, rng_json = _rng_state()
-    tensors.update(rng_tensors)
-    target = folder / f"step_{step:09d}"
-    with atomic_dir(target) as tmp:
-        save_tensors(tensors, tmp / STATE_FILE)
-        meta = {**info, "step": step, "param_groups": opt["param_groups"], "rng": rng_json,
-                "saelab_version": __version__, "state_sha256": sha256_file(tmp / STATE_FILE), "complete": True}
-        write_json(tmp / META_FILE, meta)
-    return target
-
-
-def _valid_checkpoint(path: Path) -> tuple[dict[str, Any], dict[str, torch.Tensor]] | None:
-    try:
-        meta = read_json(path / META_FILE)
-        if not meta.get("complete") or sha256_file(path / STATE_FILE) != meta["state_sha256"]:
-            raise ValueError("checksum mismatch or incomplete")
-        with safe_open(path / STATE_FILE, framework="pt") as handle:
-            tensors = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
-        return meta, tensors
-    except Exception as err:  # noqa: BLE001 - any unreadable checkpoint is skipped, loudly
-        warnings.warn(f"skipping corrupt or partial checkpoint {path}: {err}", stacklevel=3)
-        return None
-
-
-def find_checkpoints(folder: str | Path) -> list[Path]:
-    """Checkpoint folders under `folder`, newest first."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    found = [p for p in folder.iterdir() if p.is_dir() and _CKPT.match(p.name)]
-    return sorted(found, key=lambda p: p.name, reverse=True)
-
-
-def _prune(folder: Path, keep: int) -> None:
-    for old in find_checkpoints(folder)[keep:]:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -626,48 +234,15 @@ def _restore(ckpt_dir: Path, sae: SAE, extra_modules: dict[str, nn.Module], opti
              cfg: SAEConfig, tcfg: TrainConfig) -> dict[str, Any] | None:
     """Load the newest valid checkpoint into sae / extra modules / optimizer / RNGs; return the loop's state."""
     for path in find_checkpoints(ckpt_dir):
-        loaded = _valid_checkpoint(path)
+        loaded = read_checkpoint(path)
         if loaded is None:
             continue
         meta, tensors = loaded
         _check_compatible(meta, cfg, tcfg, path)
-        sae.load_state_dict({k[4:]: v for k, v in tensors.items() if k.startswith("sae.")})
-        for name, module in extra_modules.items():
-            prefix = f"extra.{name}."
-            module.load_state_dict({k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)})
-        opt_state: dict[int, dict[str, torch.Tensor]] = {}
-        for key, value in tensors.items():
-            if key.startswith("optim."):
-                _, idx, name = key.split(".", 2)
-                opt_state.setdefault(int(idx), {})[name] = value
-        groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
-        optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
-        _set_rng_state(tensors, meta["rng"])
+        restore_checkpoint(meta, tensors, sae, extra_modules, optimizer)
         return {"step": meta["step"], "cursor": meta["cursor"], "history": meta["history"], "scale": meta["scale"],
                 "tokens_since_fired": tensors["dead.tokens_since_fired"].to(sae.device)}
     return None
-
-
-@torch.no_grad()
-def _initialise(sae: SAE, source: TokenSource, tcfg: TrainConfig, device: torch.device) -> float:
-    """Set b_dec (geometric median / mean / zeros of a sample) and return the input scale factor."""
-    cfg, scale = sae.cfg, 1.0
-    if cfg.normalize_activations == "none" and tcfg.b_dec_init == "zeros":
-        sae.b_dec.zero_()
-        return scale
-    stream = BatchStream(source, tcfg.init_samples, seed=_mix(tcfg.seed, 7), window_chunks=tcfg.window_chunks)
-    sample = stream.take(tcfg.init_samples, within_epoch=True).acts.to(device)
-    if cfg.normalize_activations == "expected_average_only_in":
-        # SAELens' rule: scale so that the average token has norm sqrt(d_in)
-        scale = math.sqrt(cfg.d_in) / float(sample.norm(dim=1).mean().clamp_min(1e-12))
-    sample = sample * scale
-    if tcfg.b_dec_init == "geometric_median":
-        sae.b_dec.copy_(geometric_median(sample))
-    elif tcfg.b_dec_init == "mean":
-        sae.b_dec.copy_(sample.mean(0))
-    else:
-        sae.b_dec.zero_()
-    return scale
 
 
 def trains(fn: Callable) -> Callable:
@@ -724,12 +299,12 @@ def train_sae(
         raise ValueError(f"the activations have d_in={source.d_in} but the SAE config says d_in={cfg.d_in}: use "
                          f"SAEConfig(d_in={source.d_in}, ...), or the activations of the hook the SAE is for")
     for key in ("model_name", "hook_name"):
-        theirs, ours = getattr(source, key, None), getattr(cfg, key)
+        theirs, ours = getattr(source, key), getattr(cfg, key)
         if theirs is not None and ours is not None and theirs != ours:
             raise ValueError(f"the activations come from {key}={theirs!r} but the SAE config says {ours!r}")
         if ours is None and theirs is not None:
             setattr(cfg, key, theirs)
-    if not cfg.dataset and getattr(source, "metadata", None):
+    if not cfg.dataset and source.metadata:
         cfg.dataset = dict(source.metadata)
     extra_modules = dict(extra_modules or {})
     device = torch.device(tcfg.device)
@@ -769,7 +344,7 @@ def train_sae(
     if state is None:
         if ckpt_dir is not None and find_checkpoints(ckpt_dir):
             warnings.warn(f"starting afresh: removing the older checkpoints in {ckpt_dir}", stacklevel=2)
-            _prune(ckpt_dir, keep=0)
+            prune_checkpoints(ckpt_dir, keep=0)
         torch.manual_seed(tcfg.seed)
         state = {"step": 0, "cursor": None, "history": [], "scale": _initialise(sae, source, tcfg, device),
                  "tokens_since_fired": torch.zeros(cfg.d_sae, dtype=torch.long, device=device)}
@@ -785,7 +360,7 @@ def train_sae(
                 "sae_config": cfg.to_dict(), "train_config": tcfg.to_dict()}
         save_checkpoint(ckpt_dir, step, sae, extra_modules, optimizer, info,
                         {"dead.tokens_since_fired": tokens_since_fired})
-        _prune(ckpt_dir, max(1, tcfg.keep_checkpoints))
+        prune_checkpoints(ckpt_dir, max(1, tcfg.keep_checkpoints))
 
     try:
         while step < n_steps:
@@ -878,7 +453,6 @@ def train_sae(
 
 
 __all__ = [
-    "TokenSource", "TensorSource", "SafetensorsSource", "Batch", "BatchStream", "TrainConfig", "train_sae",
-    "geometric_median", "lr_at", "default_lr", "sparse_forward", "find_checkpoints", "remove_parallel_gradient",
-    "normalize_decoder", "auxk_loss_dense", "auxk_loss_sparse", "trains",
+    "TrainConfig", "default_lr", "geometric_median", "lr_at", "normalize_decoder", "remove_parallel_gradient",
+    "train_sae", "trains",
 ]

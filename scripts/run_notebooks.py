@@ -56,7 +56,7 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def _raise_interrupted(signum, frame):  # noqa: ARG001 - signal handler signature
+def _raise_interrupted(signum, frame):
     raise Interrupted(signum)
 
 
@@ -84,7 +84,7 @@ def environment_fingerprint() -> dict:
 
 
 def _now() -> str:
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 def _outputs(notebook: Path) -> dict[str, str]:
@@ -190,7 +190,7 @@ class Run:
         ok = True
         try:
             _execute_cells(client)
-        except Exception as err:  # a failing cell, a cell timeout, a dead kernel, a kernel that would not start
+        except Exception as err:  # noqa: BLE001 - a failing cell, a cell timeout, a dead kernel, a kernel that would not start
             ok = False
             text = f"{err.ename}: {err.evalue}" if getattr(err, "ename", None) else str(err).strip()
             print(f"  FAILED: {type(err).__name__}: {text.splitlines()[0] if text else ''}", flush=True)
@@ -308,7 +308,7 @@ def _shutdown_kernel(client: NotebookClient, now: bool) -> None:
         client.shutdown_kernel = "immediate"
     if client.km is not None:
         try:
-            client._cleanup_kernel()  # noqa: SLF001 - nbclient's own clean-up: stops the channels, ends the kernel
+            client._cleanup_kernel()
         except Exception as err:  # noqa: BLE001
             print(f"  (kernel clean-up: {err})", flush=True)
 

@@ -37,6 +37,32 @@ def gemma():
     return load_model("gemma-3-270m", device="cpu")
 
 
+@pytest.fixture(scope="session")
+def relu_sae():
+    """A random ReLU SAE on the tiny model's blocks.1.hook_resid_post, with a negative bias: its latents fire on
+    some tokens only, as trained ones do (tests of saelab.latents and saelab.viz)."""
+    import torch
+
+    from saelab.sae import SAE, SAEConfig
+
+    sae = SAE(SAEConfig(d_in=64, d_sae=48, architecture="relu", hook_name="blocks.1.hook_resid_post"), seed=0)
+    with torch.no_grad():
+        sae.W_enc.mul_(0.5)
+        sae.b_enc.fill_(-0.5)
+    return sae
+
+
+@pytest.fixture(scope="session")
+def records(tiny, relu_sae):
+    """`latent_records` of `relu_sae` on nine short texts, two texts per batch so the running merge is exercised."""
+    from saelab.latents import latent_records
+
+    texts = ["The cat sat on the mat.", "Dogs bark at night!", "a", "Sparse autoencoders find features.",
+             "Hello, world: hello again.", "Numbers 12345 and 678.", "The end is near, the end.", "Why? Because.",
+             "Trees grow slowly in the north."]
+    return latent_records(tiny, relu_sae, texts, n_top=5, n_samples=6, window=(3, 2), batch_texts=2, progress=False)
+
+
 def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() in {"1", "true", "yes", "on"}
 

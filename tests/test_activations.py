@@ -61,7 +61,7 @@ def test_several_hooks_in_one_pass_and_stop_at_layer(tiny, monkeypatch):
     assert seen and all(stop == 1 for stop in seen)  # block 1's input is read before block 1 runs
     resid_post_0 = extract(tiny, TEXTS, "blocks.0.hook_resid_post", "mean", progress=False).tensor
     torch.testing.assert_close(resid_pre.tensor, resid_post_0)  # the same point of the residual stream
-    assert activations._stop_at_layer(tiny, ["ln_final.hook_normalized"]) is None  # after the blocks: full model
+    assert activations.stop_at_layer(tiny, ["ln_final.hook_normalized"]) is None  # after the blocks: full model
 
 
 def test_last_block_hook_skips_the_unembedding(tiny):

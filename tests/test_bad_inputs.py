@@ -21,10 +21,11 @@ import itertools
 import json
 import re
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pytest
@@ -32,12 +33,14 @@ import torch
 from safetensors.torch import load_file, save_file
 
 import saelab
-from saelab import metrics, polysemy as ps, probing, steering as st, zoo
+from saelab import metrics, probing, zoo
+from saelab import polysemy as ps
+from saelab import steering as st
 from saelab.activations import ShardedTokens, extract, last_occurrence, load_activations
+from saelab.latents import latent_records
 from saelab.sae import SAE, SAEConfig
 from saelab.tasks import WiCPair
 from saelab.train import TrainConfig, train_sae
-from saelab.viz import latent_records
 
 pytest.importorskip("ipywidgets")
 pytestmark = pytest.mark.usefixtures("one_thread")

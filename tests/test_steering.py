@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from saelab import steering as st
+from saelab.latents import latent_records
 from saelab.sae import SAE, SAEConfig
-from saelab.viz import latent_records
 
 LAST = "blocks.1.hook_resid_post"  # the tiny model's last block: the final norm and unembedding come right after
 MID = "blocks.0.hook_resid_post"
@@ -217,7 +217,8 @@ def test_input_score_by_hand(tiny):
     pre = embed @ direction
     others = torch.cat([pre[:a], pre[a + 1:]])
     assert pre[a] > others.max()  # 'a' is the only token this encoder direction picks out
-    lens_top = lambda t: set(hf.lm_head(hf.model.norm(hf.lm_head.weight[t])).topk(20).indices.tolist())
+    def lens_top(t):
+        return set(hf.lm_head(hf.model.norm(hf.lm_head.weight[t])).topk(20).indices.tolist())
     b = next(t for t in range(4, 200) if a not in lens_top(t))
     assert a in lens_top(a)
     sae = _sae(hook="hook_embed", d_sae=2, arch="jumprelu", d_in=64)

@@ -272,7 +272,7 @@ def test_hub_offline_and_not_cached_fails_fast(monkeypatch, tmp_path):
                        match=r"not in the local cache.*offline.*load_dataset\('fancyzhx/ag_news'\).*wordnet-wic"):
         load_task("ag_news")
     assert time.perf_counter() - start < 5
-    assert (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE) == before  # offline switch undone
+    assert before == (datasets.config.HF_HUB_OFFLINE, hub_constants.HF_HUB_OFFLINE)  # offline switch undone
 
 
 def test_hub_offline_but_cached_loads_from_cache(monkeypatch, tmp_path):

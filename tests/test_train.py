@@ -1,4 +1,5 @@
-"""saelab.train: the data stream, the fast path's gradients, the decoder constraint, AuxK, checkpoints and resume."""
+"""saelab.train (with train_data, train_sparse, checkpoints): the data stream, the fast path's gradients, the decoder
+constraint, AuxK, checkpoints and resume."""
 
 from __future__ import annotations
 
@@ -9,26 +10,15 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from safetensors.torch import save_file
 from scipy.optimize import minimize
 
+from saelab.activations import ShardedTokens, extract
+from saelab.checkpoints import find_checkpoints
 from saelab.metrics import core_metrics
 from saelab.sae import SAE, SAEConfig
-from saelab.train import (
-    BatchStream,
-    SafetensorsSource,
-    TensorSource,
-    TokenSource,
-    TrainConfig,
-    auxk_loss_dense,
-    auxk_loss_sparse,
-    find_checkpoints,
-    geometric_median,
-    lr_at,
-    remove_parallel_gradient,
-    sparse_forward,
-    train_sae,
-)
+from saelab.train import TrainConfig, geometric_median, lr_at, remove_parallel_gradient, train_sae
+from saelab.train_data import BatchStream, TensorSource, TokenSource
+from saelab.train_sparse import auxk_loss_dense, auxk_loss_sparse, sparse_forward
 
 D_IN, D_SAE, K = 16, 64, 4
 
@@ -97,17 +87,20 @@ def test_stream_loads_only_a_window_at_a_time():
     assert len(source.loaded) == 2
 
 
-def test_safetensors_source(tmp_path):
-    data = toy_data(900)
-    paths = []
-    for i, part in enumerate(data.split(300)):
-        paths.append(tmp_path / f"shard_{i}.safetensors")
-        save_file({"activations": part.contiguous(), "labels": torch.full((len(part),), i)}, paths[-1])
-    source = SafetensorsSource(paths, side_keys=["labels"], metadata={"name": "toy-shards"})
-    assert (source.d_in, len(source)) == (D_IN, 3)
-    assert torch.equal(source.chunk(1), data[300:600])
-    sae = train_sae(source, cfg_for("topk"), TrainConfig(n_steps=4, batch_size=128), progress=False)
-    assert sae.cfg.dataset == {"name": "toy-shards"}
+def test_training_streams_from_an_extraction_cache(tiny, tmp_path):
+    """ShardedTokens, the reader of `extract`'s token shards, is a TokenSource whose hook, model and dataset
+    metadata end up in the trained SAE's config."""
+    hook = "blocks.0.hook_resid_post"
+    texts = ["the bank of the river", "a text about money", "hi there", "the river bank again", "one more text"]
+    acts = extract(tiny, texts, hook, "none", cache=tmp_path / "c", shard_size=2, progress=False)
+    source = ShardedTokens(tmp_path / "c", hook)
+    assert isinstance(source, TokenSource)
+    assert (source.d_in, len(source)) == (tiny.cfg.d_model, 3)
+    assert torch.equal(torch.cat([source.chunk(i) for i in range(3)]), acts.tensor)
+    cfg = SAEConfig(d_in=source.d_in, d_sae=64, architecture="topk", k=K)
+    sae = train_sae(source, cfg, TrainConfig(n_steps=4, batch_size=16), progress=False)
+    assert (sae.cfg.hook_name, sae.cfg.model_name) == (hook, source.meta["model"])
+    assert sae.cfg.dataset == source.metadata and sae.cfg.dataset["hook"] == hook
 
 
 # ---- maths ------------------------------------------------------------------------------------------------------

@@ -9,8 +9,8 @@ from saelab.widgets._common import StatusBar, WidgetInputError
 from saelab.widgets.binarization import BinarizationExplorer, binarization_explorer
 from saelab.widgets.latent_browser import LatentBrowser, latent_browser
 from saelab.widgets.polysemy import PolysemyExplorer, polysemy_explorer
-from saelab.widgets.steering import SteeringPlayground, steering_playground
 from saelab.widgets.pooling import PoolingExplorer, pooling_explorer, pooling_summary
+from saelab.widgets.steering import SteeringPlayground, steering_playground
 
 __all__ = ["StatusBar", "WidgetInputError", "LatentBrowser", "latent_browser", "PoolingExplorer",
            "pooling_explorer", "pooling_summary", "PolysemyExplorer", "polysemy_explorer",

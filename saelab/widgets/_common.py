@@ -21,7 +21,8 @@ import functools
 import html
 import time
 import traceback
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 _FONT = "font-family:var(--jp-ui-font-family, sans-serif);font-size:13px"
 BUSY_CLASS, ERROR_CLASS, INFO_CLASS = "saelab-busy", "saelab-error", "saelab-info"
@@ -141,3 +142,10 @@ def show_html(output, html_text: str) -> None:
     output.clear_output(wait=True)
     with output:
         display(HTML(html_text))
+
+
+__all__ = [
+    "StatusBar",
+    "WidgetInputError",
+    "show_html",
+]

@@ -23,10 +23,10 @@ import scipy.sparse as sp
 from saelab.probing import (
     CLASSIFIERS,
     ProbeResult,
-    _max_value,
     binarize_pair,
     check_labelled,
     fit_probe,
+    max_value,
 )
 from saelab.widgets._common import StatusBar, WidgetInputError, show_html
 
@@ -127,7 +127,7 @@ class BinarizationExplorer:
         return self._continuous[key]
 
     def _slider_max(self, name: str) -> float:
-        largest = _max_value(self.features[name][0])
+        largest = max_value(self.features[name][0])
         return max(0.25, float(np.floor(largest * 4) / 4 - 0.25)) if largest > 0.25 else 0.25
 
     # ---- display ------------------------------------------------------------------------------------------------
@@ -182,3 +182,9 @@ def binarization_explorer(features: Mapping[str, tuple[Any, Any]], y_train, y_te
     (last expression of a cell) to see it."""
     return BinarizationExplorer(features, y_train, y_test, threshold=threshold, classifier=classifier, C=C,
                                 n_boot=n_boot)
+
+
+__all__ = [
+    "BinarizationExplorer",
+    "binarization_explorer",
+]

@@ -1,6 +1,6 @@
 """The latent browser: pick an SAE latent by number or by searching its top tokens, and see its dashboard.
 
-    records = saelab.viz.latent_records(model, sae, texts)
+    records = saelab.latents.latent_records(model, sae, texts)
     saelab.widgets.latent_browser(records, model=model, sae=sae)   # last line of a notebook cell
 
 Widgets need a live kernel; in a saved notebook use `saelab.viz.latent_dashboard`, whose HTML stays in the file.
@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from saelab.viz import LatentRecords, latent_dashboard
+from saelab.latents import LatentRecords
+from saelab.viz import latent_dashboard
 from saelab.widgets._common import StatusBar, WidgetInputError, show_html
 
 
@@ -167,3 +168,9 @@ def latent_browser(records: LatentRecords, model=None, sae=None, start: int | No
     (last expression of a cell) to see it.
     """
     return LatentBrowser(records, model=model, sae=sae, start=start, dashboard_kwargs=dashboard_kwargs)
+
+
+__all__ = [
+    "LatentBrowser",
+    "latent_browser",
+]

@@ -166,7 +166,8 @@ def render_explanation(explanation: PairExplanation, glosses: tuple[str, str] | 
             f'<div style="margin-right:24px;max-width:420px"><div><b>context {c + 1}</b>: '
             f'{html.escape(e.prompts[c])}</div>{gloss}<table style="font-size:12px;border-collapse:collapse">'
             f'<tr><th>rank</th><th>latent</th><th>activation</th></tr>{rows}</table></div>')
-    return head + f'<div style="display:flex;font-family:sans-serif;font-size:13px;margin-top:6px">{"".join(columns)}</div>'
+    style = "display:flex;font-family:sans-serif;font-size:13px;margin-top:6px"
+    return head + f'<div style="{style}">{"".join(columns)}</div>'
 
 
 def polysemy_explorer(model, sae, pairs: Sequence[WiCPair] | None = None, k: int = 8,

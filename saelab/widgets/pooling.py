@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import html
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import torch
 
 from saelab.activations import Activations, extract
-from saelab.viz import _show_token, context_html
+from saelab.viz import context_html, show_token
 from saelab.widgets._common import StatusBar, WidgetInputError, show_html
 
 POOLED = ("mean", "max", "sum", "last")  # the poolings that give one vector per text
@@ -106,7 +106,7 @@ def summary_html(summary: PoolingSummary) -> str:
              '<th align="left">the text, shaded by each token\'s share</th></tr>']
     for pooling, share in summary.shares.items():
         leaders = [(t, s) for i, (t, s) in enumerate(summary.dominant(pooling)) if i == 0 or s >= 0.005]
-        dominant = ", ".join(f"{_show_token(t)} {100 * s:.0f}%" for t, s in leaders)
+        dominant = ", ".join(f"{show_token(t)} {100 * s:.0f}%" for t, s in leaders)
         cos = f"{summary.cosine(pooling, 'mean'):.3f}" if "mean" in summary.pooled else "–"
         shaded = context_html([(t, float(s), False) for t, s in zip(summary.tokens, share.tolist())],
                               max(float(share.max()), 1e-12))
@@ -123,7 +123,7 @@ def summary_html(summary: PoolingSummary) -> str:
         bar = f'<span style="display:inline-block;height:8px;width:{60 * float(summary.norms[i]) / top_norm:.0f}px;' \
               'background:#4a7;margin-left:4px"></span>'
         cells = "".join(f'<td align="right">{100 * float(s[i]):.1f}%</td>' for s in summary.shares.values())
-        parts.append(f'<tr><td>{i}</td><td style="font-family:monospace">{_show_token(token)}</td>'
+        parts.append(f'<tr><td>{i}</td><td style="font-family:monospace">{show_token(token)}</td>'
                      f'<td align="right">{float(summary.norms[i]):.4g}{bar}</td>{cells}</tr>')
     parts.append("</table></details></div>")
     return "\n".join(parts)
@@ -235,3 +235,15 @@ def pooling_explorer(model, texts: Sequence[str] | None = None, layer: int | Non
     """An interactive pooling explorer: choose or type a text, a hook and layer, and poolings; see which tokens
     dominate each pooled vector. Display the returned object (last expression of a cell) to see it."""
     return PoolingExplorer(model, texts=texts, layer=layer, site=site, poolings=poolings)
+
+
+__all__ = [
+    "POOLED",
+    "SITES",
+    "PoolingExplorer",
+    "PoolingSummary",
+    "pooling_explorer",
+    "pooling_summary",
+    "summary_html",
+    "token_shares",
+]

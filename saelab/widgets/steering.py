@@ -1,7 +1,7 @@
 """The steering playground: pick a latent, a strength and a prompt; read the steered continuation beside the
 unsteered one.
 
-    records = saelab.viz.latent_records(model, sae, texts)        # gives each latent's top activation
+    records = saelab.latents.latent_records(model, sae, texts)    # gives each latent's top activation
     saelab.widgets.steering_playground(model, sae, records)        # in a notebook cell
 
 Steering adds alpha * max_activation(latent) * W_dec[latent] to the residual stream at the SAE's hook at every
@@ -156,7 +156,7 @@ def steering_playground(model, sae, max_acts, *, latent: int | None = None, alph
     """An interactive steering playground for `sae`'s latents on `model`.
 
     `max_acts` gives each latent's top activation (the unit of alpha): `LatentRecords` from
-    `saelab.viz.latent_records` (which also names the tokens a latent fires on) or a tensor [d_sae].
+    `saelab.latents.latent_records` (which also names the tokens a latent fires on) or a tensor [d_sae].
     Display the returned object (last expression of a cell) to see it.
     """
     return SteeringPlayground(model, sae, max_acts, latent=latent, alpha=alpha, prompt=prompt,

@@ -25,9 +25,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 import lab_harness as h
+import pytest
 
 BROWSER_DIR = Path(__file__).resolve().parent
 _TIMINGS: list[tuple[str, float]] = []

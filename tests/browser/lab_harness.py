@@ -28,7 +28,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from contextlib import contextmanager
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,7 +59,7 @@ class Timeouts:
     server_lifetime: float = 3600  # the server is killed after this long whatever happens
 
     @classmethod
-    def from_env(cls) -> "Timeouts":
+    def from_env(cls) -> Timeouts:
         scale = float(os.environ.get("SAELAB_BROWSER_TIMEOUT_SCALE", "1"))
         run_all = float(os.environ.get("SAELAB_BROWSER_RUN_TIMEOUT", cls.run_all))
         widget = float(os.environ.get("SAELAB_BROWSER_WIDGET_TIMEOUT", cls.widget))
@@ -158,12 +158,7 @@ class ProcessWatch:
         return described
 
 
-@contextmanager
-def _ignored(*errors):
-    try:
-        yield
-    except errors:
-        pass
+_ignored = suppress
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -243,14 +238,14 @@ class LabServer:
                     f"LAB_ARGS={shlex.join(self.server_args())}"]
         return [str(VENV_BIN / "jupyter"), "lab", *self.server_args(), f"--ServerApp.root_dir={self.root_dir}"]
 
-    def start(self) -> "LabServer":
+    def start(self) -> LabServer:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         runtime = self.state_dir / "runtime"
         runtime.mkdir(exist_ok=True)
         env = server_env({"JUPYTER_RUNTIME_DIR": str(runtime), **self.extra_env})
         # `timeout` bounds the server's life even if pytest itself is killed; start_new_session gives it a group
         command = ["timeout", "--kill-after=10", str(int(self.lifetime)), *self.command()]
-        self._log = open(self.log_path, "w")
+        self._log = open(self.log_path, "w")  # noqa: SIM115 - closed in stop(), after the server ends
         self.proc = subprocess.Popen(command, cwd=REPO, env=env, stdout=self._log, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL, start_new_session=True)
         _RUNNING.append(self)
@@ -270,7 +265,7 @@ class LabServer:
         raise RuntimeError(f"JupyterLab did not answer on {self.base_url} within {TIMEOUTS.server_start:.0f}s; "
                            f"its log ends with:\n{self.log_tail()}")
 
-    def __enter__(self) -> "LabServer":
+    def __enter__(self) -> LabServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -356,7 +351,7 @@ class Browser:
         self._pw = self.browser = None
         self._owns_playwright = True
 
-    def start(self) -> "Browser":
+    def start(self) -> Browser:
         from playwright.sync_api import sync_playwright
 
         me = psutil.Process()
@@ -367,7 +362,7 @@ class Browser:
         self._launch()
         return self
 
-    def sibling(self) -> "Browser":
+    def sibling(self) -> Browser:
         """Another Chromium, with processes of its own, on this browser's Playwright."""
         other = Browser(self.executable)
         other._pw, other._owns_playwright = self._pw, False
@@ -405,7 +400,7 @@ class Browser:
         self.watch.wait_gone(15)
         return self.watch.kill_leftovers()
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -440,7 +435,7 @@ class Lab:
     page: object
     folder: str = ""
     timings: list[tuple[str, float]] = field(default_factory=list)
-    opened: list["Notebook"] = field(default_factory=list)
+    opened: list[Notebook] = field(default_factory=list)
     callback_errors_expected: bool = False  # the harness self-test breaks a callback on purpose
 
     def dismiss_toasts(self) -> None:
@@ -458,7 +453,7 @@ class Lab:
         self.dismiss_toasts()
         return [name.strip() for name in listing.all_inner_texts()]
 
-    def open_notebook(self, path: str) -> "Notebook":
+    def open_notebook(self, path: str) -> Notebook:
         """Open `path` (relative to the server's root) and wait until its kernel is connected and idle."""
         if self.opened and not self.callback_errors_expected:
             self.opened[-1].assert_no_callback_errors()  # the log console follows the notebook on show
@@ -473,7 +468,7 @@ class Lab:
         self.opened.append(notebook)
         return notebook
 
-    def run_notebook(self, name: str) -> "Notebook":
+    def run_notebook(self, name: str) -> Notebook:
         """Open `name` (in `folder`), run all cells, and check that no cell shows an error."""
         notebook = self.open_notebook(f"{self.folder}{name}")
         clear_screenshots(notebook.stem)
@@ -622,7 +617,7 @@ class Notebook:
             raise NotebookError(f"{self.path}: no code cell contains {code!r}.")
         return cells.last
 
-    def widget(self, code: str, name: str | None = None) -> "WidgetArea":
+    def widget(self, code: str, name: str | None = None) -> WidgetArea:
         """The widget displayed by the cell whose source contains `code` (e.g. ``"latent_browser("``)."""
         area = self.cell(code).locator(".jp-OutputArea").first
         area.locator(".jupyter-widgets").first.wait_for(timeout=TIMEOUTS.widget * 1000)

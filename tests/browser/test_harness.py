@@ -7,10 +7,9 @@ working widget and fail, with a message saying what was expected and what the pa
 
 from __future__ import annotations
 
+import lab_harness as h
 import nbformat
 import pytest
-
-import lab_harness as h
 
 WIDGETS = '''
 import ipywidgets as w

@@ -11,7 +11,6 @@ import hashlib
 
 import lab_harness as h
 
-
 NOTEBOOK = "00_setup_and_hooks.ipynb"
 
 
