@@ -9,7 +9,6 @@ token is skipped unless asked for.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import functools
 import numbers
 import re
@@ -24,12 +23,12 @@ from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from saelab._version import __version__
+from saelab.checks import BLOCK_HOOK, check_hooks, check_texts
 from saelab.config import cache_dir
 from saelab.io import read_json, save_tensors, sha256_file, sha256_text, write_json
 from saelab.models import model_fingerprint, model_name
 
 POOLINGS = ("none", "mean", "max", "sum", "last")
-_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -260,60 +259,16 @@ def extract(
         bar.close()
 
 
-def check_texts(texts: Sequence[str]) -> list[str]:
-    if isinstance(texts, str):
-        raise TypeError("`texts` must be a list of strings, not a single string: wrap it as [text].")
-    try:
-        texts = list(texts)
-    except TypeError:
-        raise TypeError(f"`texts` must be a list of strings, not {texts!r}.") from None
-    if not texts:
-        raise ValueError("`texts` is empty: give at least one text to extract activations from.")
-    bad = [i for i, t in enumerate(texts) if not isinstance(t, str) or not t.strip()]
-    if bad:
-        raise ValueError(
-            f"{len(bad)} item(s) of `texts` are not non-empty strings (first at index {bad[0]}: "
-            f"{texts[bad[0]]!r}); drop or fix them before extracting."
-        )
-    return texts
-
-
 def hook_names(model) -> list[str]:
     """Every hook name the model accepts, including TransformerLens' classic aliases."""
     return sorted(model.hook_dict)
-
-
-def check_hooks(model, hook: str | Sequence[str]) -> list[str]:
-    example = "a hook name such as 'blocks.6.hook_resid_post', or a list of them"
-    try:
-        hooks = [hook] if isinstance(hook, str) else list(hook)
-    except TypeError:
-        raise TypeError(f"`hook` must be {example}, not {hook!r}.") from None
-    if not hooks:
-        raise ValueError("No hook given: pass a hook name such as 'blocks.6.hook_resid_post'.")
-    wrong = [h for h in hooks if not isinstance(h, str)]
-    if wrong:
-        raise TypeError(f"`hook` must be {example}, not {wrong[0]!r}.")
-    valid = set(model.hook_dict)
-    for name in hooks:
-        if name not in valid:
-            close = difflib.get_close_matches(name, sorted(valid), n=5, cutoff=0.6)
-            layer_hint = ""
-            match = _BLOCK_HOOK.match(name)
-            if match and int(match.group(1)) >= model.cfg.n_layers:
-                layer_hint = f" The model has {model.cfg.n_layers} blocks (0..{model.cfg.n_layers - 1})."
-            raise ValueError(
-                f"Unknown hook '{name}'.{layer_hint} Close valid names: {close or 'none'}. "
-                "See saelab.activations.hook_names(model) for all of them."
-            )
-    return list(dict.fromkeys(hooks))
 
 
 def stop_at_layer(model, hooks: list[str]) -> int | None:
     """The first block not needed by the hooks; None when a hook lies after the last block (final norm, logits)."""
     stops = []
     for name in hooks:
-        match = _BLOCK_HOOK.match(name)
+        match = BLOCK_HOOK.match(name)
         if match:
             # a block's input is read before the block runs: stopping at that block still fires it
             reads_input = name.endswith((".hook_resid_pre", ".hook_in"))

@@ -252,8 +252,6 @@ class PromptedClassifier:
         """Predicted class ids [n] for hidden vectors spliced in at the last block's input."""
         return self.proba_from_hidden(hidden, batch_size).argmax(-1)
 
-    splice = predict_from_hidden
-
     # ---- the read-out -------------------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -348,11 +346,6 @@ class PromptedClassifier:
             out.update(accuracy_one_token=float((one_token == vectors.labels).mean()),
                        accuracy_full_context=float((full == vectors.labels).mean()))
         return out
-
-    def describe(self) -> dict[str, Any]:
-        """What a saved artefact should record about the classifier."""
-        return {"model": model_name(self.model), "hook_name": self.hook_name, "label_names": self.label_names,
-                "template": self.template, "readout": self.readout, "saelab_version": __version__}
 
 
 def _unpack(vectors: SentenceVectors | torch.Tensor, labels: Sequence[int] | None) -> tuple[torch.Tensor, np.ndarray]:

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from saelab import concept_metrics
+from saelab.checks import check_latents
 from saelab.classifier import PromptedClassifier
 from saelab.classifsae import ClassifSAE
 from saelab.sae import SAE, SAEConfig
@@ -80,8 +81,7 @@ class SAEConcepts(ConceptExplainer):
         self.d_in, self.n_concepts = sae.cfg.d_in, len(self.latents)
         if len(set(self.latents.tolist())) != self.n_concepts:
             raise ValueError("the chosen latents must be distinct")
-        if self.n_concepts and (self.latents.min() < 0 or self.latents.max() >= sae.cfg.d_sae):
-            raise ValueError(f"latent ids must lie in 0..{sae.cfg.d_sae - 1}")
+        check_latents(sae, self.latents)
 
     @torch.no_grad()
     def concepts(self, x: torch.Tensor) -> torch.Tensor:

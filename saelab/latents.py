@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import contextlib
 import math
-import operator
 import random
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from saelab.activations import extract
+from saelab.checks import check_latent, check_latents
 
 # Histogram of activations on a log10 scale: 0.1 decade per bin from 1e-4 to 1e6 covers any SAE we meet.
 HIST_LOG10_RANGE = (-4.0, 6.0)
@@ -38,21 +37,6 @@ _EMPTY = -1  # marks an unused slot in the running top-k (row index)
 # ------------------------------------------------------------------------------------------------------------------
 # The records: everything a dashboard shows, computed in one pass
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def check_latent(latent: Any, d_sae: int) -> int:
-    """`latent` as an int, checked to be a latent of an SAE with `d_sae` latents (a ValueError that says what is
-    wrong otherwise)."""
-    try:
-        if isinstance(latent, bool):
-            raise TypeError
-        latent = operator.index(latent)
-    except TypeError:
-        raise ValueError(f"A latent is an integer between 0 and {d_sae - 1}, not {latent!r}.") from None
-    if not 0 <= latent < d_sae:
-        raise ValueError(f"Latent {latent} does not exist: this SAE has {d_sae:,} latents; choose one from 0 to "
-                         f"{d_sae - 1}.")
-    return latent
 
 
 @dataclass
@@ -416,10 +400,7 @@ def latent_logits(model, sae, latents: int | Sequence[int]) -> torch.Tensor:
     direction's own effect remains. Values are logits "as if the direction were the whole residual stream".
     """
     norm, unembed = final_norm_and_unembed(model)
-    single = isinstance(latents, (int, np.integer))
-    ids = torch.as_tensor([int(latents)] if single else [int(i) for i in latents], dtype=torch.long)
-    if len(ids) and (int(ids.min()) < 0 or int(ids.max()) >= sae.cfg.d_sae):
-        raise ValueError(f"Latent ids must be between 0 and {sae.cfg.d_sae - 1}.")
+    ids = torch.as_tensor(check_latents(sae, latents), dtype=torch.long)
     param = next(model.parameters())
     d = sae.W_dec[ids.to(sae.W_dec.device)].detach().to(param.device, param.dtype)
     zero = torch.zeros_like(d[:1])
@@ -442,6 +423,6 @@ def logit_lens(model, sae, latent: int, k: int = 10, tokenizer=None) -> dict[str
             "bottom": [(name(i), -v) for i, v in zip(bottom.indices.tolist(), bottom.values.tolist())]}
 
 __all__ = [
-    "HIST_BINS", "HIST_LOG10_RANGE", "LatentRecords", "check_latent", "final_norm_and_unembed", "latent_logits",
+    "HIST_BINS", "HIST_LOG10_RANGE", "LatentRecords", "final_norm_and_unembed", "latent_logits",
     "latent_records", "logit_lens",
 ]

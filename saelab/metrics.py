@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from saelab.activations import check_hooks
+from saelab.checks import check_hooks
 
 # ------------------------------------------------------------------------------------------------------------------
 # Direct formulas on tensors
@@ -74,9 +74,6 @@ def cossim(x: torch.Tensor, x_hat: torch.Tensor) -> float:
     """Mean cosine similarity between each token's activation and its reconstruction."""
     _check_pair(x, x_hat)
     return float(F.cosine_similarity(x.double(), x_hat.double(), dim=-1).mean())
-
-
-cosine_similarity = cossim
 
 
 def l2_ratio(x: torch.Tensor, x_hat: torch.Tensor) -> float:
@@ -338,7 +335,7 @@ def kl_div_score(model, sae, tokens, attention_mask: torch.Tensor | None = None,
 
 
 __all__ = [
-    "l0", "l1", "mse", "explained_variance", "cossim", "cosine_similarity", "l2_ratio", "relative_reconstruction_bias",
+    "l0", "l1", "mse", "explained_variance", "cossim", "l2_ratio", "relative_reconstruction_bias",
     "feature_density", "dead_latents", "frac_alive", "activation_density_histogram", "RunningCoreMetrics",
     "core_metrics", "reconstruction_metrics", "ce_loss_score", "kl_div_score",
 ]

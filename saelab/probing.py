@@ -42,14 +42,8 @@ import torch
 from tqdm.auto import tqdm
 
 from saelab._version import __version__
-from saelab.activations import (
-    Activations,
-    check_hooks,
-    check_texts,
-    extract,
-    pool_segments,
-    stop_at_layer,
-)
+from saelab.activations import Activations, extract, pool_segments, stop_at_layer
+from saelab.checks import check_hooks, check_texts
 from saelab.config import cache_dir
 from saelab.io import atomic_dir, read_json, save_tensors, sha256_text, write_json
 from saelab.latents import final_norm_and_unembed

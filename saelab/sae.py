@@ -603,10 +603,6 @@ class JumpReLUSAE(SAE):
         return name, tensors, extra
 
 
-def sae_num_params(sae: SAE) -> int:
-    return sum(p.numel() for p in sae.parameters())
-
-
 __all__ = [
     "ARCHITECTURES", "SAE", "SAEConfig", "SAEOutput", "ReLUSAE", "TopKSAE", "BatchTopKSAE", "JumpReLUSAE",
     "register_architecture", "load_extra_weights", "CFG_FILENAME", "WEIGHTS_FILENAME", "EXTRA_WEIGHTS_FILENAME",

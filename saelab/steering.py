@@ -47,9 +47,9 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from saelab.activations import check_hooks
+from saelab.checks import check_alpha, check_latents, check_texts, resolve_hook
 from saelab.concept_metrics import encode_sentences, load_sentence_encoder, mean_pairwise_cosine
-from saelab.latents import LatentRecords, check_latent, latent_logits
+from saelab.latents import LatentRecords, latent_logits
 from saelab.models import keep_kv_cache
 
 NEUTRAL_PROMPT = "From my experience,"
@@ -61,57 +61,6 @@ RATINGS = ("concept", "fluency", "relevance")
 # ------------------------------------------------------------------------------------------------------------------
 # Checks with messages that say what to do
 # ------------------------------------------------------------------------------------------------------------------
-
-
-def _check_hook(model, hook: str | None, sae=None) -> str:
-    """The hook name, checked to exist in the model (the bridge silently ignores unknown names)."""
-    if hook is None and sae is not None:
-        hook = getattr(sae.cfg, "hook_name", None)
-        if hook is None:
-            raise ValueError("This SAE has no hook_name, so saelab does not know where to steer: set "
-                             "sae.cfg.hook_name (e.g. 'blocks.6.hook_resid_post').")
-    if not isinstance(hook, str):
-        raise TypeError(f"A hook is a hook name such as 'blocks.6.hook_resid_post', not {hook!r}.")
-    try:
-        return check_hooks(model, hook)[0]
-    except ValueError as err:
-        origin = " (the SAE's hook_name)" if sae is not None else ""
-        raise ValueError(f"Cannot steer at {hook!r}{origin}: it is not a hook of this model. {err} An SAE must be "
-                         "used with the model it was trained on.") from None
-
-
-def _check_alpha(alpha: Any) -> float:
-    try:
-        value = float(alpha)
-    except (TypeError, ValueError):
-        raise ValueError(f"alpha (the steering strength) must be a number, not {alpha!r}.") from None
-    if not math.isfinite(value):
-        raise ValueError(f"alpha (the steering strength) must be a finite number, got {value}; try a value such as "
-                         "2, 5 or 10 (negative values steer away from the latent).")
-    return value
-
-
-def _check_latents(sae, latents: int | Sequence[int]) -> list[int]:
-    single = not isinstance(latents, (Sequence, np.ndarray, torch.Tensor))
-    values = [latents] if single else list(torch.as_tensor(latents).reshape(-1).tolist()
-                                           if isinstance(latents, (np.ndarray, torch.Tensor)) else latents)
-    return [check_latent(value, sae.cfg.d_sae) for value in values]
-
-
-def _check_prompts(prompts: Sequence[str]) -> list[str]:
-    if isinstance(prompts, str):
-        raise TypeError("`prompts` must be a list of strings, not a single string: wrap it as [prompt].")
-    try:
-        prompts = list(prompts)
-    except TypeError:
-        raise TypeError(f"`prompts` must be a list of strings, not {prompts!r}.") from None
-    if not prompts:
-        raise ValueError("The prompt list is empty: give at least one prompt to generate from.")
-    bad = [i for i, p in enumerate(prompts) if not isinstance(p, str) or not p.strip()]
-    if bad:
-        raise ValueError(f"Prompt {bad[0]} is empty or not a string ({prompts[bad[0]]!r}); every prompt needs some "
-                         "text to continue.")
-    return prompts
 
 
 def _hf_model(model):
@@ -158,14 +107,14 @@ def steering_vectors(sae, latents: int | Sequence[int], alphas: float | Sequence
     `alphas` is one number for every latent or one per latent; `max_acts` is `LatentRecords` tracking the latents,
     or their top activations (one per latent, or a tensor over all latents).
     """
-    ids = _check_latents(sae, latents)
+    ids = check_latents(sae, latents)
     if not ids:
         raise ValueError(f"No latents to steer with: give at least one latent id (0 to {sae.cfg.d_sae - 1}).")
     one_alpha = isinstance(alphas, str) or not isinstance(alphas, (Sequence, np.ndarray, torch.Tensor))
     alpha_list = [alphas] * len(ids) if one_alpha else list(alphas)
     if len(alpha_list) != len(ids):
         raise ValueError(f"Got {len(alpha_list)} alphas for {len(ids)} latents; give one alpha, or one per latent.")
-    alpha_t = torch.tensor([_check_alpha(a) for a in alpha_list], dtype=torch.float32)
+    alpha_t = torch.tensor([check_alpha(a) for a in alpha_list], dtype=torch.float32)
     tops = max_activations(max_acts, ids).float()
     if not torch.isfinite(tops).all() or (tops < 0).any():
         raise ValueError(f"Top activations must be finite and non-negative, got {tops.tolist()}; check max_acts "
@@ -182,7 +131,7 @@ def steer(model, hook: str, vectors: torch.Tensor) -> Iterator[None]:
     any forward pass (`model(...)`, `model.original_model.generate(...)`) is steered, including tokens generated
     with a KV cache.
     """
-    hook = _check_hook(model, hook)
+    hook = resolve_hook(model, hook)
     param = _param(model)
     vectors = torch.as_tensor(vectors).detach().to(param.device, param.dtype)
     d_model = model.cfg.d_model
@@ -260,14 +209,14 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
         min_new_tokens: force at least this many tokens (benchmarks use it so every row generates the same amount).
         do_sample, temperature, seed: greedy decoding by default; sampling is seeded.
     """
-    prompts = _check_prompts(prompts)
+    prompts = check_texts(prompts, name="prompts", purpose="generate from")
     sizes = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
     bad = {k: v for k, v in sizes.items() if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1}
     if bad:
         shown = ", ".join(f"{k}={v!r}" for k, v in bad.items())
         raise ValueError(f"Got {shown}: max_new_tokens and batch_size must be positive integers.")
     if vectors is not None:
-        hook = _check_hook(model, hook)
+        hook = resolve_hook(model, hook)
         vectors = torch.as_tensor(vectors)
         if vectors.dim() == 2 and len(vectors) != len(prompts):
             raise ValueError(f"{len(vectors)} steering vectors for {len(prompts)} prompts; give one per prompt "
@@ -322,13 +271,13 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
 def next_token_logits(model, prompt: str, *, hook: str | None = None, vectors: torch.Tensor | None = None,
                       batch_size: int = 64) -> torch.Tensor:
     """Next-token logits after `prompt`: [vocab] unsteered, or [n, vocab] with one steering vector per row."""
-    prompt = _check_prompts([prompt])[0]
+    prompt = check_texts([prompt], name="prompts", purpose="generate from")[0]
     hf = _hf_model(model)
     device = _param(model).device
     ids = torch.tensor([model.tokenizer(prompt, add_special_tokens=True)["input_ids"]], device=device)
     if vectors is None:
         return hf(input_ids=ids, logits_to_keep=1).logits[0, -1].float().cpu()
-    hook = _check_hook(model, hook)
+    hook = resolve_hook(model, hook)
     vectors = torch.as_tensor(vectors)
     vectors = vectors[None] if vectors.dim() == 1 else vectors
     out = []
@@ -357,7 +306,7 @@ def token_confidence(logits: torch.Tensor, k: int = 1) -> torch.Tensor:
 
 
 def _amplified(model, sae, latents, max_acts, prompt: str, alpha: float, batch_size: int) -> torch.Tensor:
-    hook = _check_hook(model, None, sae)
+    hook = resolve_hook(model, None, sae)
     vectors = steering_vectors(sae, latents, alpha, max_acts)
     return next_token_logits(model, prompt, hook=hook, vectors=vectors, batch_size=batch_size)
 
@@ -369,7 +318,7 @@ def _amplified(model, sae, latents, max_acts, prompt: str, alpha: float, batch_s
 
 def logit_lens_tokens(model, sae, latents: Sequence[int], n: int = LOGIT_LENS_TOKENS) -> torch.Tensor:
     """The n tokens each latent's decoder row promotes most through the final norm and unembedding: [len, n]."""
-    ids = _check_latents(sae, latents)
+    ids = check_latents(sae, latents)
     vocab = getattr(getattr(model, "cfg", None), "d_vocab", None) or float("inf")
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 1 <= n <= vocab:
         raise ValueError(f"n={n!r} logit-lens tokens per latent: choose n between 1 and {vocab} (the vocabulary).")
@@ -393,8 +342,8 @@ def output_score(model, sae, latents: Sequence[int], max_acts, *, prompt: str = 
                  alpha: float = DEFAULT_ALPHA, n_tokens: int = LOGIT_LENS_TOKENS, batch_size: int = 64) -> torch.Tensor:
     """Output score (Arad et al. 2025) of each latent: amplify it (alpha x its top activation) on `prompt`, then
     score how likely its top-`n_tokens` logit-lens tokens become (see `output_score_from_logits`)."""
-    ids = _check_latents(sae, latents)
-    steered = _amplified(model, sae, ids, max_acts, prompt, _check_alpha(alpha), batch_size)
+    ids = check_latents(sae, latents)
+    steered = _amplified(model, sae, ids, max_acts, prompt, check_alpha(alpha), batch_size)
     return output_score_from_logits(steered, logit_lens_tokens(model, sae, ids, n_tokens))
 
 
@@ -405,8 +354,8 @@ def delta_token_confidence(model, sae, latents: Sequence[int], max_acts, *, k: i
     Positive: amplifying the latent makes the model less sure of its next token; negative: surer.
     """
     _check_top_k(k, getattr(getattr(model, "cfg", None), "d_vocab", None))  # before the forward passes
-    ids = _check_latents(sae, latents)
-    steered = _amplified(model, sae, ids, max_acts, prompt, _check_alpha(alpha), batch_size)
+    ids = check_latents(sae, latents)
+    steered = _amplified(model, sae, ids, max_acts, prompt, check_alpha(alpha), batch_size)
     plain = next_token_logits(model, prompt)
     return token_confidence(steered, k) - token_confidence(plain[None], k)
 
@@ -415,8 +364,8 @@ def selection_scores(model, sae, latents: Sequence[int], max_acts, *, k: int = 1
                      alpha: float = DEFAULT_ALPHA, n_tokens: int = LOGIT_LENS_TOKENS,
                      batch_size: int = 64) -> dict[str, torch.Tensor]:
     """Output score and Delta Token Confidence from one set of amplified forward passes (they share them)."""
-    ids = _check_latents(sae, latents)
-    steered = _amplified(model, sae, ids, max_acts, prompt, _check_alpha(alpha), batch_size)
+    ids = check_latents(sae, latents)
+    steered = _amplified(model, sae, ids, max_acts, prompt, check_alpha(alpha), batch_size)
     plain = next_token_logits(model, prompt)
     return {"output_score": output_score_from_logits(steered, logit_lens_tokens(model, sae, ids, n_tokens)),
             "delta_token_confidence": token_confidence(steered, k) - token_confidence(plain[None], k)}
@@ -426,7 +375,7 @@ def input_score(model, sae, latents: Sequence[int], records, *, n_tokens: int = 
                 n_top: int = 20) -> torch.Tensor:
     """Input score (Arad et al. 2025): the share of a latent's `n_top` top-activating tokens that are among its
     top-`n_tokens` logit-lens tokens (NaN for a latent that never fired on the records' texts)."""
-    ids = _check_latents(sae, latents)
+    ids = check_latents(sae, latents)
     lens = logit_lens_tokens(model, sae, ids, n_tokens)
     scores = []
     for latent, promoted in zip(ids, lens.tolist()):
@@ -443,13 +392,13 @@ def input_score(model, sae, latents: Sequence[int], records, *, n_tokens: int = 
 
 def activation_frequency(model, sae, latents: Sequence[int], records) -> torch.Tensor:
     """Baseline: the share of tokens each latent fires on (from `records`)."""
-    ids = _check_latents(sae, latents)
+    ids = check_latents(sae, latents)
     return torch.tensor([records.density(j) for j in ids], dtype=torch.float64).float()
 
 
 def random_score(model, sae, latents: Sequence[int], seed: int = 0) -> torch.Tensor:
     """Baseline: a seeded random score per latent (ranking by it is a random selection)."""
-    ids = _check_latents(sae, latents)
+    ids = check_latents(sae, latents)
     return torch.rand(len(ids), generator=torch.Generator().manual_seed(seed))
 
 
@@ -525,7 +474,7 @@ def interpretability_proxies(model, sae, records, latents: Sequence[int], *, n_c
     input_score: mean input score. coherence: mean pairwise similarity of top contexts, minus the same for
     random contexts of the same texts (0 = no more alike than chance).
     """
-    ids = _check_latents(sae, latents)
+    ids = check_latents(sae, latents)
     inputs = input_score(model, sae, ids, records)
     coherence = context_coherence(records, ids, n_contexts=n_contexts, encoder=encoder)
     chance = _mean_pairwise(sentence_embeddings(records.random_context_texts(4 * n_contexts, seed), encoder))
@@ -709,7 +658,7 @@ class JudgeFreeJudge:
             ids_t = torch.tensor(ids, device=device)
             mask_t = torch.tensor(mask, device=device)
             captured: dict[str, torch.Tensor] = {}
-            hooks = sorted({_check_hook(model, None, cases[i].sae) for i in rows})
+            hooks = sorted({resolve_hook(model, None, cases[i].sae) for i in rows})
 
             def capture(activation, hook, name, store=captured):
                 store[name] = activation.detach()
@@ -724,7 +673,7 @@ class JudgeFreeJudge:
                 n = len(cases[i].steered.ids)
                 nll[i] = float(-token_lp[row, :n].mean())
                 sae = cases[i].sae
-                acts = captured[_check_hook(model, None, sae)][row, prompt_w:prompt_w + n]
+                acts = captured[resolve_hook(model, None, sae)][row, prompt_w:prompt_w + n]
                 z = sae.encode(acts.to(sae.device, sae.dtype))[:, cases[i].latent]
                 fire[i] = float((z > 0).float().mean())
             bar.update(len(rows))
@@ -770,15 +719,15 @@ def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequenc
     the selection-half means per alpha, and one held-out example.
     """
     targets = list(targets)
-    prompts = _check_prompts(prompts)
-    alphas = [_check_alpha(a) for a in alphas]
+    prompts = check_texts(prompts, name="prompts", purpose="generate from")
+    alphas = [check_alpha(a) for a in alphas]
     if not alphas:
         raise ValueError("Give at least one alpha (steering strength) to try.")
     if not targets:
         raise ValueError("No targets to evaluate: give at least one SteeringTarget.")
     for t in targets:
-        _check_latents(t.sae, [t.latent])
-        _check_hook(model, None, t.sae)
+        check_latents(t.sae, [t.latent])
+        resolve_hook(model, None, t.sae)
     judge = judge or JudgeFreeJudge(model)
     select, held_out = split_prompts(len(prompts), seed)
     unique: dict[tuple[int, int], SteeringTarget] = {}
@@ -792,7 +741,7 @@ def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequenc
         generations: list[Generation | None] = [None] * len(rows)
         by_hook: dict[str, list[int]] = {}
         for r, (key, _, _) in enumerate(rows):
-            by_hook.setdefault(_check_hook(model, None, unique[key].sae), []).append(r)
+            by_hook.setdefault(resolve_hook(model, None, unique[key].sae), []).append(r)
         for hook, members in by_hook.items():
             vectors = torch.stack([steering_vectors(unique[rows[r][0]].sae, [unique[rows[r][0]].latent],
                                                     rows[r][1], [unique[rows[r][0]].max_act])[0] for r in members])

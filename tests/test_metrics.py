@@ -32,7 +32,7 @@ def test_formulas_against_numpy(pair):
     assert M.mse(x, x_hat) == pytest.approx(((X - Xh) ** 2).mean())
     assert M.explained_variance(x, x_hat) == pytest.approx(1 - ((X - Xh) ** 2).sum() / ((X - X.mean(0)) ** 2).sum())
     cos = [a @ b / np.linalg.norm(a) / np.linalg.norm(b) for a, b in zip(X, Xh, strict=True)]
-    assert M.cossim(x, x_hat) == pytest.approx(np.mean(cos)) and M.cosine_similarity is M.cossim
+    assert M.cossim(x, x_hat) == pytest.approx(np.mean(cos))
     assert M.l2_ratio(x, x_hat) == pytest.approx(np.mean(np.linalg.norm(Xh, axis=1) / np.linalg.norm(X, axis=1)))
     assert M.relative_reconstruction_bias(x, x_hat) == pytest.approx(
         (Xh**2).sum(1).mean() / (X * Xh).sum(1).mean())

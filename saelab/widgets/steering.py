@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from saelab import steering as st
+from saelab.checks import check_latent
 from saelab.widgets._common import StatusBar, WidgetInputError
 
 _BOX = ("font-family:var(--jp-ui-font-family, sans-serif);font-size:13px;border:1px solid #ccc;border-radius:4px;"
@@ -95,11 +96,10 @@ class SteeringPlayground:
                          f"(vector norm {float(vector.norm()):.3g}).")
 
     def _read_inputs(self) -> tuple[int, float, str]:
-        d_sae = self.sae.cfg.d_sae
-        latent = self.latent.value
-        if not 0 <= latent < d_sae:
-            raise WidgetInputError(f"Latent {latent} does not exist: this SAE has {d_sae:,} latents "
-                                   f"(0 to {d_sae - 1}).")
+        try:
+            latent = check_latent(self.latent.value, self.sae.cfg.d_sae)
+        except ValueError as err:
+            raise WidgetInputError(str(err)) from None
         text = self.alpha.value.strip()
         try:
             alpha = float(text)
