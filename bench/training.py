@@ -80,7 +80,8 @@ def prepare(n_texts: int, n_eval: int) -> tuple[str, str]:
 
 def run_one(which: str, train_folder: str, eval_folder: str, steps: int, saelens_init: str) -> dict:
     """Train one SAE in this process; return its speed, memory and held-out metrics."""
-    from saelab.activations import ShardedTokens, load_activations
+    from saelab.activation_cache import ShardedTokens
+    from saelab.activations import load_activations
     from saelab.metrics import core_metrics
     from saelab.sae import SAE, SAEConfig
     from saelab.train import TrainConfig, geometric_median, train_sae

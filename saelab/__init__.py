@@ -7,7 +7,8 @@ names below are the curated API (what the README and the notebooks use); each me
 """
 
 from saelab._version import __version__
-from saelab.activations import Activations, ShardedTokens, extract, hook_names, last_occurrence, load_activations
+from saelab.activation_cache import ShardedTokens
+from saelab.activations import Activations, extract, hook_names, last_occurrence, load_activations
 from saelab.classifier import PromptedClassifier, build_classifier
 from saelab.classifsae import ClassifSAE, ClassifSAEConfig, train_classifsae
 from saelab.config import cache_dir, smoke_mode

@@ -12,20 +12,18 @@ import contextlib
 import functools
 import numbers
 import re
-import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
 from tqdm.auto import tqdm
 
 from saelab._version import __version__
+from saelab.activation_cache import concat_parts, extract_cached, read_cache
 from saelab.checks import BLOCK_HOOK, check_hooks, check_texts
 from saelab.config import cache_dir
-from saelab.io import read_json, save_tensors, sha256_file, sha256_text, write_json
+from saelab.io import sha256_text
 from saelab.models import model_fingerprint, model_name
 
 POOLINGS = ("none", "mean", "max", "sum", "last")
@@ -247,14 +245,15 @@ def extract(
             for shard in shards:
                 parts.append(extractor.run([texts[i] for i in shard], shard.start))
                 bar.update(len(shard))
-            result = _concat(parts, hooks)
+            result = concat_parts(parts, hooks)
             meta.update(result.pop("_stats"))
             return _as_activations(result, hooks, pooling, meta, None)
         folder = Path(cache_dir("activations") / meta["cache_key"][:24]) if cache is True else Path(cache)
         if folder.exists() and not folder.is_dir():
             raise NotADirectoryError(f"cache={str(folder)!r} is a file, not a folder: pass a folder for the "
                                      "activation cache (it is created when missing), True, or None.")
-        return _extract_cached(extractor, texts, shards, folder, meta, bar)
+        extract_cached(extractor.run, extractor.hooks, texts, shards, folder, meta, bar)
+        return load_activations(folder, verify=False)
     finally:
         bar.close()
 
@@ -398,20 +397,6 @@ def pool_segments(x: torch.Tensor, segment: torch.Tensor, lengths: torch.Tensor,
     return out
 
 
-def _concat(parts: list[dict], hooks: list[str]) -> dict:
-    """Join shard results (lists of per-text tensors) into one dict of tensors."""
-    stack = torch.cat if parts and parts[0][hooks[0]] and parts[0][hooks[0]][0].dim() == 2 else torch.stack
-    out = {h: stack([t for p in parts for t in p[h]]) for h in hooks}
-    out["lengths"] = torch.tensor([n for p in parts for n in p["_lengths"]], dtype=torch.long)
-    out["token_ids"] = torch.cat([t for p in parts for t in p["_token_ids"]])
-    out["_stats"] = {
-        "missing": [i for p in parts for i in p["_missing"]],
-        "n_truncated": sum(p["_n_truncated"] for p in parts),
-        "n_tokens": sum(p["_n_tokens"] for p in parts),
-    }
-    return out
-
-
 def _as_activations(tensors: dict, hooks, pooling, meta, folder) -> Activations:
     return Activations(
         hooks=list(hooks), pooling=pooling, acts={h: tensors[h] for h in hooks}, lengths=tensors["lengths"],
@@ -419,181 +404,17 @@ def _as_activations(tensors: dict, hooks, pooling, meta, folder) -> Activations:
     )
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The on-disk cache: one safetensors file per shard, a manifest written after each shard
-# ----------------------------------------------------------------------------------------------------------------
-
-MANIFEST = "manifest.json"
-
-
-def _extract_cached(extractor: _Extractor, texts, shards, folder: Path, meta: dict, bar) -> Activations:
-    manifest = _valid_manifest(folder, meta)
-    done: dict = manifest["shards"]
-    todo = []
-    for number, shard in enumerate(shards):
-        entry = done.get(str(number))
-        if entry and _shard_intact(folder, entry):
-            bar.update(len(shard))
-        else:
-            if entry:
-                warnings.warn(f"Activation cache shard {entry['file']} in {folder} is corrupt; recomputing it.",
-                              stacklevel=2)
-                done.pop(str(number))
-            todo.append((number, shard))
-    for number, shard in todo:
-        part = extractor.run([texts[i] for i in shard], shard.start)
-        tensors = _concat([part], extractor.hooks)
-        stats = tensors.pop("_stats")
-        file = f"shard_{number:05d}.safetensors"
-        save_tensors(tensors, folder / file)
-        done[str(number)] = {"file": file, "sha256": sha256_file(folder / file), **stats}
-        manifest["complete"] = len(done) == len(shards)
-        write_json(folder / MANIFEST, manifest)  # progress survives an interruption here
-        bar.update(len(shard))
-    if not manifest["complete"]:
-        manifest["complete"] = True
-        write_json(folder / MANIFEST, manifest)
-    return load_activations(folder, verify=False)
-
-
-def _valid_manifest(folder: Path, meta: dict) -> dict:
-    """The folder's manifest when it belongs to this exact extraction; otherwise a fresh one (old shards dropped)."""
-    path = folder / MANIFEST
-    fresh = {"meta": meta, "shards": {}, "complete": False, "created": time.strftime("%Y-%m-%dT%H:%M:%S")}
-    if not path.exists():
-        folder.mkdir(parents=True, exist_ok=True)
-        return fresh
-    try:
-        manifest = _read_manifest(folder)
-        same = manifest["meta"]["cache_key"] == meta["cache_key"]
-    except (ValueError, KeyError, OSError):
-        warnings.warn(f"Activation cache manifest {path} is unreadable; rebuilding the cache.", stacklevel=2)
-        same, manifest = False, None
-    if manifest is not None and not same:
-        warnings.warn(
-            f"Activation cache {folder} was made for different inputs (model, hooks, options or texts); rebuilding it.",
-            stacklevel=2
-        )
-    if not same:
-        for old in folder.glob("shard_*.safetensors"):
-            old.unlink()
-        return fresh
-    return manifest
-
-
-def _shard_intact(folder: Path, entry: dict) -> bool:
-    path = folder / entry["file"]
-    return path.exists() and sha256_file(path) == entry["sha256"]
-
-
-def _read_manifest(folder: Path) -> dict:
-    """A cache folder's manifest, checked to have the layout `extract` writes; a ValueError that names what is wrong
-    (a manifest edited by hand, or half-written by another program) otherwise."""
-    path = folder / MANIFEST
-    if not path.exists():
-        raise FileNotFoundError(f"No activation cache at {folder} (no {MANIFEST}); run saelab.extract(..., cache=...).")
-    rebuild = "delete the folder, or call extract() again to rebuild it"
-    try:
-        manifest = read_json(path)
-    except (ValueError, UnicodeDecodeError) as err:
-        raise ValueError(f"The activation cache manifest {path} is not valid JSON ({err}); {rebuild}.") from None
-    problem = None
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("meta"), dict) \
-            or not isinstance(manifest.get("shards"), dict):
-        problem = "it lacks 'meta' or 'shards'"
-    else:
-        missing = [k for k in ("hooks", "pooling", "cache_key") if k not in manifest["meta"]]
-        needed = ("file", "sha256", "missing", "n_truncated", "n_tokens")
-        bad = {k: [n for n in needed if n not in e] if isinstance(e, dict) else list(needed)
-               for k, e in manifest["shards"].items()}
-        bad = {k: lacks for k, lacks in bad.items() if lacks}
-        if missing:
-            problem = f"its meta lacks {missing}"
-        elif bad:
-            number, lacks = next(iter(bad.items()))
-            problem = f"its entry for shard {number} lacks {lacks}"
-        elif not all(k.isdigit() for k in manifest["shards"]):
-            problem = f"its shard numbers {sorted(manifest['shards'])} are not all numbers"
-    if problem:
-        raise ValueError(f"The activation cache manifest {path} is damaged: {problem}; {rebuild}.")
-    return manifest
-
-
 def load_activations(folder: str | Path, verify: bool = True) -> Activations:
     """Load a cached extraction; with `verify`, every shard's checksum is checked first."""
     folder = Path(folder)
-    manifest = _read_manifest(folder)
-    if not manifest["shards"]:
-        raise ValueError(f"The activation cache at {folder} lists no shards; call extract() again to rebuild it.")
-    if not manifest.get("complete"):
-        raise ValueError(f"The activation cache at {folder} is incomplete; call extract() again to resume it.")
-    entries = [manifest["shards"][k] for k in sorted(manifest["shards"], key=int)]
-    if verify:
-        bad = [e["file"] for e in entries if not _shard_intact(folder, e)]
-        if bad:
-            raise ValueError(f"Corrupt or missing shard(s) in {folder}: {bad}; call extract() again to rebuild.")
-    meta = dict(manifest["meta"])
-    hooks = meta["hooks"]
-    parts = [_read_shard(folder / e["file"]) for e in entries]
-    tensors = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
-    meta["missing"] = [i for e in entries for i in e["missing"]]
-    meta["n_truncated"] = sum(e["n_truncated"] for e in entries)
-    meta["n_tokens"] = sum(e["n_tokens"] for e in entries)
-    return _as_activations(tensors, hooks, meta["pooling"], meta, folder)
-
-
-def _read_shard(path: Path) -> dict[str, torch.Tensor]:
-    with safe_open(str(path), framework="pt") as handle:
-        return {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118 - safe_open is no dict
-
-
-class ShardedTokens:
-    """Token-level activations of one hook read shard by shard from a cache folder (never all in RAM).
-
-    It is the chunked source the SAE trainer streams from (a `saelab.train_data.TokenSource`): ``len()`` shards,
-    ``chunk(i)`` loads shard i; `hook_name`, `model_name` and `metadata` (from the manifest) go into the SAE's config.
-    It is saelab's one reader of safetensors token shards.
-    """
-
-    def __init__(self, folder: str | Path, hook: str):
-        self.folder = Path(folder)
-        manifest = _read_manifest(self.folder)
-        if not manifest["shards"]:
-            raise ValueError(f"The activation cache at {self.folder} lists no shards; call extract() again to "
-                             "rebuild it.")
-        if manifest["meta"]["pooling"] != "none":
-            raise ValueError(f"ShardedTokens needs a token-level extraction, but {self.folder} holds "
-                             f"{manifest['meta']['pooling']!r}-pooled rows: extract with pooling='none'.")
-        if hook not in manifest["meta"]["hooks"]:
-            raise ValueError(f"Hook '{hook}' is not in this cache; it has {manifest['meta']['hooks']}: pass one of "
-                             "them, or extract that hook.")
-        self.meta = manifest["meta"]
-        # what the SAE trainer records about its data (saelab.train_data.TokenSource)
-        self.hook_name, self.model_name = hook, self.meta["model"]
-        self.metadata = {k: self.meta[k] for k in ("model", "model_fingerprint", "dataset", "dataset_fingerprint",
-                                                    "n_texts", "include_bos", "max_length", "saelab_version")}
-        self.metadata["hook"] = hook
-        self.files = [self.folder / manifest["shards"][k]["file"] for k in sorted(manifest["shards"], key=int)]
-        with safe_open(str(self.files[0]), framework="pt") as handle:
-            self.d_in = handle.get_slice(hook).get_shape()[1]
-
-    def __len__(self) -> int:
-        return len(self.files)
-
-    def chunk(self, i: int) -> torch.Tensor:
-        with safe_open(str(self.files[i]), framework="pt") as handle:
-            return handle.get_tensor(self.hook_name)
-
-    def __iter__(self) -> Iterator[torch.Tensor]:
-        return (self.chunk(i) for i in range(len(self)))
+    tensors, meta = read_cache(folder, verify)
+    return _as_activations(tensors, meta["hooks"], meta["pooling"], meta, folder)
 
 
 __all__ = [
-    "MANIFEST",
     "POOLINGS",
     "Activations",
     "LastOccurrence",
-    "ShardedTokens",
     "TextTokens",
     "extract",
     "hook_names",

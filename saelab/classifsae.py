@@ -41,7 +41,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from saelab.sae import SAE, SAEConfig, SAEOutput, load_extra_weights
+from saelab.sae import SAE, SAEConfig, SAEOutput
+from saelab.sae_files import load_extra_weights
 from saelab.train import TrainConfig, train_sae
 from saelab.train_data import Batch, TensorSource
 

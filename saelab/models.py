@@ -146,12 +146,15 @@ def keep_kv_cache(model) -> int:
     """
     from transformer_lens.model_bridge.generalized_components.attention import AttentionBridge
 
+    if getattr(model, "_saelab_kv_cache_kept", False):  # `generate` calls this each time: skip the module walk
+        return 0
     added = 0
     for module in model.modules():
         if isinstance(module, AttentionBridge) and not getattr(module, "_saelab_keeps_kv_cache", False):
             module.register_forward_pre_hook(_pass_cache_under_old_name, with_kwargs=True)
             module._saelab_keeps_kv_cache = True
             added += 1
+    model._saelab_kv_cache_kept = True
     return added
 
 

@@ -19,12 +19,15 @@ the model's own dimensions), scored by the same code.
 
     probe = prepare_pairs(load_task("wordnet-wic").test, model.tokenizer)    # prompts, positions, skips
     acts = extract_probe(model, probe, hooks)                                # one forward pass, every hook
-    result = evaluate_sae(sae, acts)                                         # confusion matrix, metrics
+    result = polysemy_eval.evaluate_sae(sae, acts)                           # confusion matrix, metrics
+
+This module builds the probe (prompts, read positions, skips), extracts its activations and holds the decision rule
+and its metrics; scoring SAEs and baselines, the bootstrap, the notebook's verdicts and `explain_pair` live in
+`saelab.polysemy_eval`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from collections import Counter
 from collections.abc import Sequence
@@ -36,8 +39,6 @@ import torch
 
 from saelab.activations import extract
 from saelab.io import sha256_text
-from saelab.metrics import core_metrics
-from saelab.sae import SAE
 from saelab.tasks import WiCPair
 
 TEMPLATE = "{context} The {target_word} means"
@@ -157,7 +158,7 @@ def find_word(context: str, word: str) -> tuple[int, int] | None:
     return match.span() if match else None
 
 
-def _covering(offsets: Sequence[tuple[int, int]], start: int, end: int) -> list[int]:
+def covering(offsets: Sequence[tuple[int, int]], start: int, end: int) -> list[int]:
     """Token positions whose character span overlaps [start, end) (special tokens have empty spans)."""
     return [i for i, (a, b) in enumerate(offsets) if b > a and a < end and b > start]
 
@@ -233,8 +234,8 @@ def prepare_pairs(pairs: Sequence[WiCPair], tokenizer, *, template: str = TEMPLA
         reads, problem = [], None
         for c, (_, context_span, word_span) in enumerate(rendered):
             offsets = [tuple(o) for o in encoded["offset_mapping"][2 * n + c]]
-            in_template = _covering(offsets, *word_span)
-            in_context = _covering(offsets, *context_span)
+            in_template = covering(offsets, *word_span)
+            in_context = covering(offsets, *context_span)
             if not in_template or not in_context:
                 problem = "target not found as a token in the prompt"
             elif len(in_template) > 1 and multi_token == "skip":
@@ -396,354 +397,24 @@ def roc(labels: Sequence[int] | np.ndarray, scores: Sequence[float] | np.ndarray
     return RocCurve(fpr, tpr, thresholds, float(roc_auc_score(labels, scores)))
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# Results
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PSEvalResult:
-    """PS-Eval of one code (an SAE, a random SAE, raw units) on one probe set and reading."""
-
-    name: str
-    read: str
-    labels: np.ndarray  # [n_pairs]
-    pos: np.ndarray  # [n_pairs] part of speech ("?" when unknown)
-    top1: np.ndarray  # [n_pairs, 2] top latent of each context; -1 = no latent active
-    top1_act: np.ndarray  # [n_pairs, 2]
-    same: np.ndarray  # [n_pairs] the top-1 decision
-    jaccard: np.ndarray  # [n_pairs] Jaccard@k of the top-k latents
-    cosine: np.ndarray  # [n_pairs] cosine of the two codes
-    k: int
-    confusion: dict[str, int]
-    metrics: dict[str, float]
-    n_no_active: int  # contexts whose code had no active latent (counted "different" from anything)
-    skipped: dict[str, int]
-    n_input: int
-    hook: str | None = None
-    diagnostics: dict[str, Any] = field(default_factory=dict)
-    core: dict[str, float] = field(default_factory=dict)
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def subset(self, mask: np.ndarray) -> dict[str, Any]:
-        """Confusion matrix and metrics of the pairs in `mask` (e.g. one part of speech)."""
-        cm = confusion(self.labels[mask], self.same[mask])
-        return {"n": int(mask.sum()), **cm, **metrics_from_confusion(cm)}
-
-    def by_pos(self) -> dict[str, dict[str, Any]]:
-        """Metrics per part of speech."""
-        return {p: self.subset(self.pos == p) for p in sorted(set(self.pos.tolist()))}
-
-    def roc(self, score: str = "cosine") -> RocCurve:
-        """The threshold sweep over a pair score: "cosine" (of the codes) or "jaccard" (Jaccard@k)."""
-        if score not in SCORES:
-            raise ValueError(f"score must be one of {SCORES}, got {score!r}")
-        return roc(self.labels, getattr(self, score))
-
-    def _auroc(self, score: str) -> float:
-        return self.roc(score).auroc if len(set(self.labels.tolist())) == 2 else float("nan")
-
-    def jaccard_decision(self, threshold: float = 0.5) -> dict[str, Any]:
-        """Metrics of the top-k variant: "same" when Jaccard@k >= threshold."""
-        cm = confusion(self.labels, self.jaccard >= threshold)
-        return {**cm, **metrics_from_confusion(cm)}
-
-    def row(self) -> dict[str, Any]:
-        """One flat line for a results table."""
-        out = {"name": self.name, "hook": self.hook, "read": self.read, "n_pairs": len(self),
-               "n_skipped": sum(self.skipped.values()), **self.metrics, **self.confusion,
-               "auroc_cosine": self._auroc("cosine"), f"auroc_jaccard@{self.k}": self._auroc("jaccard"),
-               "n_no_active": self.n_no_active}
-        out.update({key: value for key, value in self.core.items()})
-        return out
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v:.3f}" for k, v in self.metrics.items())
-        return f"PSEvalResult({self.name!r}, read={self.read!r}, {len(self)} pairs: {shown})"
-
-
-def _check_k(k: Any) -> int:
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k={k!r}: the number of top latents compared must be a positive integer (e.g. 5).")
-    return int(k)
-
-
-def evaluate_codes(codes: torch.Tensor, labels: Sequence[int] | np.ndarray, *, name: str = "codes",
-                   read: str = "template", pos: Sequence[str] | None = None, k: int = 5,
-                   require_active: bool = True, skipped: dict[str, int] | None = None, n_input: int | None = None,
-                   hook: str | None = None) -> PSEvalResult:
-    """Score codes ``[n_pairs, 2, d]`` (one per context) by PS-Eval's top-1 rule and its variants."""
-    if codes.ndim != 3 or codes.shape[1] != 2:
-        raise ValueError(f"codes must be [n_pairs, 2 contexts, d], got {tuple(codes.shape)}")
-    _check_k(k)
-    labels = np.asarray(labels, dtype=np.int64)
-    if len(labels) != len(codes):
-        raise ValueError(f"{len(codes)} code pairs but {len(labels)} labels")
-    ids, values = top_latents(codes, 1, require_active)
-    top1, top1_act = ids[..., 0].numpy(), values[..., 0].numpy()
-    same = (top1[:, 0] == top1[:, 1]) & (top1[:, 0] >= 0)
-    cm = confusion(labels, same)
-    return PSEvalResult(
-        name=name, read=read, labels=labels,
-        pos=np.asarray(pos if pos is not None else ["?"] * len(labels)), top1=top1, top1_act=top1_act,
-        same=same, jaccard=jaccard_at_k(codes[:, 0], codes[:, 1], k, require_active),
-        cosine=code_cosine(codes[:, 0], codes[:, 1]), k=k, confusion=cm, metrics=metrics_from_confusion(cm),
-        n_no_active=int((top1 < 0).sum()), skipped=dict(skipped or {}),
-        n_input=n_input if n_input is not None else len(labels), hook=hook,
-    )
-
-
-@torch.no_grad()
-def encode(sae, x: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
-    """SAE codes of activations x [..., d_in], in batches."""
-    flat = x.reshape(-1, x.shape[-1])
-    parts = [sae.encode(chunk.to(sae.device, sae.dtype)).float().cpu() for chunk in flat.split(batch_size)]
-    return torch.cat(parts).reshape(*x.shape[:-1], -1)
-
-
-def winner_cosines(sae, top1: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
-    """Diagnostics: cosine of the two winning latents' encoder columns and decoder rows, by label.
-
-    Per label: the share of pairs whose winners coincide, and the mean cosines over the pairs whose winners differ
-    (identical winners have cosine 1 by definition and are left out of the means).
-    """
-    W_enc = sae.W_enc.detach().double().cpu()
-    W_dec = sae.W_dec.detach().double().cpu()
-    enc = torch.nn.functional.normalize(W_enc, dim=0)
-    dec = torch.nn.functional.normalize(W_dec, dim=1)
-    out = {}
-    for label, name in ((1, "same_sense"), (0, "different_sense")):
-        rows = top1[(labels == label) & (top1 >= 0).all(axis=1)]
-        differ = rows[rows[:, 0] != rows[:, 1]]
-        a, b = torch.as_tensor(differ[:, 0]), torch.as_tensor(differ[:, 1])
-        out[name] = {
-            "n": int((labels == label).sum()),
-            "share_same_winner": float((rows[:, 0] == rows[:, 1]).mean()) if len(rows) else float("nan"),
-            "encoder_cosine": float((enc[:, a] * enc[:, b]).sum(0).mean()) if len(differ) else float("nan"),
-            "decoder_cosine": float((dec[a] * dec[b]).sum(1).mean()) if len(differ) else float("nan"),
-        }
-    return out
-
-
-def evaluate_sae(sae, probe_acts: ProbeActivations, read: str = "template", *, name: str | None = None,
-                 hook: str | None = None, k: int = 5, core: bool = True) -> PSEvalResult:
-    """PS-Eval of an SAE: encode both contexts at its hook, apply the top-1 rule, add diagnostics and MSE / L0.
-
-    `core` adds the SAE's reconstruction metrics on the probe rows (both reads of every prompt): mse, l0 and
-    explained_variance, the SAE's position on the sparsity-fidelity frontier for these very tokens.
-    """
-    hook = hook or sae.cfg.hook_name
-    if hook is None:
-        raise ValueError("The SAE records no hook_name: pass hook=.")
-    probe = probe_acts.probe
-    codes = encode(sae, probe_acts.pair_acts(hook, read))
-    result = evaluate_codes(codes, probe.labels, name=name or f"{sae.cfg.architecture} {sae.cfg.d_sae}", read=read,
-                            pos=probe.pos, k=k, skipped=probe.skip_counts(), n_input=probe.n_input, hook=hook)
-    result.diagnostics = winner_cosines(sae, result.top1, result.labels)
-    if core:
-        stats = core_metrics(sae, probe_acts.rows(hook), progress=False)
-        result.core = {key: float(stats[key]) for key in ("mse", "l0", "explained_variance")}
-    return result
-
-
-def evaluate_raw(probe_acts: ProbeActivations, hook: str, read: str = "template", *, k: int = 5,
-                 name: str = "raw units") -> PSEvalResult:
-    """The raw-units baseline: the argmax over the hook's own dimensions, scored by the same rule."""
-    probe = probe_acts.probe
-    return evaluate_codes(probe_acts.pair_acts(hook, read).float(), probe.labels, name=name, read=read,
-                          pos=probe.pos, k=k, require_active=False, skipped=probe.skip_counts(),
-                          n_input=probe.n_input, hook=hook)
-
-
-def random_sae_like(sae, seed: int = 0, keep_b_dec: bool = True):
-    """A randomly initialised SAE of the same shape and architecture (untrained: the baseline the anchor lacked).
-
-    Encoder and decoder are saelab's random initialisation. With `keep_b_dec` (default) the decoder bias is the
-    trained SAE's: saelab's trainer starts b_dec at the data's geometric median, so a random SAE at step 0 is
-    centred on the data too. Without it (b_dec = 0), a residual stream with a few huge dimensions sends nearly
-    every token to the same random direction, a much weaker baseline.
-    """
-    cfg = dataclasses.replace(sae.cfg, metadata={"random_baseline_seed": seed, "kept_b_dec": keep_b_dec},
-                              dataset={}, normalize_activations="none")
-    random = SAE(cfg, seed=seed).eval()
-    if keep_b_dec:
-        with torch.no_grad():
-            random.b_dec.copy_(sae.b_dec.detach())
-    return random
-
-
-def ps_eval(model, sae, pairs: Sequence[WiCPair], *, read: str = "template", template: str = TEMPLATE,
-            multi_token: str = "skip", k: int = 5, cache: bool = False, progress: bool = True) -> PSEvalResult:
-    """PS-Eval of one SAE on WiC pairs in one call: prepare the prompts, extract at the SAE's hook, score."""
-    probe = prepare_pairs(pairs, model.tokenizer, template=template, multi_token=multi_token)
-    acts = extract_probe(model, probe, sae.cfg.hook_name, cache=cache, progress=progress)
-    return evaluate_sae(sae, acts, read, k=k)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Uncertainty: bootstrap over pairs
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def _boot_metric(labels: np.ndarray, same: np.ndarray, idx: np.ndarray, metric: str) -> np.ndarray:
-    lab, pred = labels[idx], same[idx]
-    tp = ((lab == 1) & pred).sum(1)
-    fn = ((lab == 1) & ~pred).sum(1)
-    fp = ((lab == 0) & pred).sum(1)
-    tn = ((lab == 0) & ~pred).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {"accuracy": (tp + tn) / (tp + fn + fp + tn), "precision": tp / (tp + fp), "recall": tp / (tp + fn),
-                "f1": 2 * tp / (2 * tp + fp + fn), "specificity": tn / (tn + fp)}[metric]
-
-
-def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
-
-
-def bootstrap_ci(result: PSEvalResult, metric: str = "specificity", n_boot: int = 2000, level: float = 0.95,
-                 seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of a metric, resampling pairs."""
-    _check_metric(metric)
-    idx = np.random.default_rng(seed).integers(0, len(result), size=(n_boot, len(result)))
-    values = _boot_metric(result.labels, result.same, idx, metric)
-    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
-
-
-def paired_difference(a: PSEvalResult, b: PSEvalResult, metric: str = "specificity", n_boot: int = 2000,
-                      level: float = 0.95, seed: int = 0) -> dict[str, float]:
-    """metric(a) - metric(b) on the same pairs, with a paired bootstrap interval (the same resampled pairs for both).
-
-    The interval excluding 0 is the evidence this module's notebook calls a difference.
-    """
-    _check_metric(metric)
-    if len(a) != len(b) or not np.array_equal(a.labels, b.labels):
-        raise ValueError(f"{a.name!r} and {b.name!r} were scored on different pairs; compare results of one probe set.")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    diff = _boot_metric(a.labels, a.same, idx, metric) - _boot_metric(b.labels, b.same, idx, metric)
-    low, high = np.nanpercentile(diff, [50 * (1 - level), 50 * (1 + level)])
-    return {"difference": a.metrics[metric] - b.metrics[metric], "low": float(low), "high": float(high)}
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# One pair, explained (the notebook's worked example and the explorer widget)
-# ----------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PairExplanation:
-    """The top latents of two contexts of one word, side by side."""
-
-    word: str
-    prompts: tuple[str, str]
-    target_token: str
-    read: str
-    top: tuple[list[tuple[int, float]], list[tuple[int, float]]]  # per context: (latent, activation), best first
-    top1: tuple[int, int]  # -1 = no latent active
-    same: bool
-    jaccard: float
-    label: int | None = None
-
-    @property
-    def shared(self) -> list[int]:
-        """Latents in both contexts' top lists."""
-        second = {latent for latent, _ in self.top[1]}
-        return [latent for latent, _ in self.top[0] if latent in second]
-
-    def table(self) -> list[dict[str, Any]]:
-        """Rows of rank, latent and activation for both contexts (for pandas or printing)."""
-        rows = []
-        for rank in range(max(len(self.top[0]), len(self.top[1]))):
-            row: dict[str, Any] = {"rank": rank + 1}
-            for c in range(2):
-                latent, act = self.top[c][rank] if rank < len(self.top[c]) else (None, None)
-                row[f"latent_{c + 1}"], row[f"activation_{c + 1}"] = latent, act
-            rows.append(row)
-        return rows
-
-
-def explain_pair(model, sae, context_1: str, context_2: str, word: str, *, k: int = 8, read: str = "template",
-                 template: str = TEMPLATE, label: int | None = None, hook: str | None = None) -> PairExplanation:
-    """The top-k latents of `word` in two contexts, as PS-Eval reads them.
-
-    Raises ValueError with what to fix when the word is empty, absent from a context, or more than one token.
-    """
-    if read not in READS:
-        raise ValueError(f"read must be one of {READS}, got {read!r}")
-    _check_k(k)
-    wanted = {"context 1": "a sentence that contains the word", "context 2": "a sentence that contains the word",
-              "word": "a word that appears in both contexts"}
-    for name, value in zip(wanted, (context_1, context_2, word)):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError(f"{name} is empty: type {wanted[name]}.")
-    word = word.strip()
-    pair = WiCPair(word=word, pos="", context_1=context_1.strip(), context_2=context_2.strip(),
-                   label=-1 if label is None else int(label))
-    probe = prepare_pairs([pair], model.tokenizer, template=template, require_labels=False)
-    if probe.skipped:
-        raise ValueError(_explain_skip(probe.skipped[0].reason, word, pair, model.tokenizer, template))
-    hook = hook or sae.cfg.hook_name
-    acts = extract_probe(model, probe, hook, cache=False, progress=False)
-    codes = encode(sae, acts.pair_acts(hook, read))[0]  # [2, d_sae]
-    ids, values = top_latents(codes, k)
-    top = tuple([(int(i), float(v)) for i, v in zip(ids[c].tolist(), values[c].tolist()) if i >= 0]
-                for c in range(2))
-    top1 = (int(ids[0, 0]), int(ids[1, 0]))
-    return PairExplanation(word=word, prompts=(probe.prompts[0], probe.prompts[1]),
-                           target_token=probe.target_tokens[0], read=read, top=top, top1=top1,
-                           same=top1[0] == top1[1] and top1[0] >= 0,
-                           jaccard=float(jaccard_at_k(codes[:1], codes[1:], k)[0]), label=label)
-
-
-def _explain_skip(reason: str, word: str, pair: WiCPair, tokenizer, template: str = TEMPLATE) -> str:
-    if reason.startswith("target absent"):
-        c = reason[-1]
-        context = pair.context_1 if c == "1" else pair.context_2
-        return (f"The word {word!r} does not occur as a whole word in context {c} ({context[:80]!r}). "
-                "Type a word that appears in both contexts.")
-    if reason == "multi-token target":
-        # the tokens that cover the template's copy of the word, as prepare_pairs found them
-        text, _, start = render_prompt(template, pair.context_1, word)
-        encoded = tokenizer(text, add_special_tokens=True, return_offsets_mapping=True)
-        covering = _covering([tuple(o) for o in encoded["offset_mapping"]], start, start + len(word))
-        pieces = [tokenizer.decode([encoded["input_ids"][i]]) for i in covering]
-        return (f"{word!r} is {len(pieces)} tokens for this model ({pieces}); PS-Eval reads one token. "
-                "Pick a word that is a single token.")
-    return f"Cannot evaluate this pair: {reason}."
-
-
 __all__ = [
     "METRICS",
     "READS",
     "TEMPLATE",
-    "PSEvalResult",
-    "PairExplanation",
     "ProbeActivations",
     "ProbePositions",
     "ProbeSet",
     "RocCurve",
     "SkippedPair",
-    "bootstrap_ci",
     "code_cosine",
     "confusion",
-    "encode",
-    "evaluate_codes",
-    "evaluate_raw",
-    "evaluate_sae",
-    "explain_pair",
+    "covering",
     "extract_probe",
     "find_word",
     "jaccard_at_k",
     "metrics_from_confusion",
-    "paired_difference",
     "prepare_pairs",
-    "ps_eval",
-    "random_sae_like",
     "render_prompt",
     "roc",
     "top_latents",
-    "winner_cosines",
 ]

@@ -13,27 +13,28 @@ Poolings of per-token SAE codes z [tokens, d_sae] over a text:
     mean / max / sum / last   the usual reductions over tokens (last = the text's last counted token)
 
 Real tokens only, by default. The anchor pools every position of its padded batch, BOS and padding included: the
-faithful mode does the same (`padded_tokens` runs the padded batches and keeps every position, with what kind of
-position each row is), so the difference can be measured rather than argued. A text's padding depends on its
-batch-mates, so faithful features change with batch size and order, one reason the fixed mode is the default.
+faithful mode does the same (`saelab.probing_padded.padded_tokens` runs the padded batches and keeps every
+position, with what kind of position each row is), so the difference can be measured rather than argued. A text's
+padding depends on its batch-mates, so faithful features change with batch size and order, one reason the fixed
+mode is the default.
 
 Classifiers are scikit-learn's: a class-weighted logistic regression whose C is chosen by stratified k-fold
 cross-validation on macro-F1 (`LogisticRegressionCV`), and a class-weighted decision tree. Baselines: hidden-state
 probes (mean- or last-token-pooled activations, `Activations.pool`) and TF-IDF 1-2 grams (`tfidf_features`).
-`zero_shot` scores label words at a prompt's next token, for the behaviour-prediction experiment.
+`zero_shot` scores label words at a prompt's next token, for the behaviour-prediction experiment. Macro-F1 and
+`ProbeResult` live in `saelab.probing_scores`; threshold sweeps and the notebook's sweep and plot helpers in
+`saelab.probing_sweeps`.
 """
 
 from __future__ import annotations
 
-import functools
 import inspect
 import math
 import numbers
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -41,146 +42,15 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saelab._version import __version__
-from saelab.activations import Activations, extract, pool_segments, stop_at_layer
-from saelab.checks import check_hooks, check_texts
-from saelab.config import cache_dir
-from saelab.io import atomic_dir, read_json, save_tensors, sha256_text, write_json
+from saelab.activations import Activations, extract, pool_segments
+from saelab.checks import check_texts
 from saelab.latents import final_norm_and_unembed
-from saelab.models import model_fingerprint, model_name
+from saelab.probing_padded import REAL, PaddedTokens
+from saelab.probing_scores import ProbeResult, macro_f1
 
 POOLINGS = ("topn", "mean", "max", "sum", "last")
 CLASSIFIERS = ("logreg", "tree")
-#: kinds of rows in a padded batch (`PaddedTokens.kinds`)
-REAL, BOS, PAD = 0, 1, 2
 DEFAULT_CS = (0.01, 0.1, 1.0)  # the C grid searched by cross-validation (inverse L2 strength)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Token rows with padding and BOS: what the anchor pools
-# ------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class PaddedTokens:
-    """Token-level activations of padded batches, every position kept: `kinds[row]` is REAL, BOS or PAD.
-
-    `activations` is an ordinary token-level `Activations` whose rows for text i are all columns of its batch row
-    (width = longest text in its batch). Pool with `sae_features(..., faithful=True)` to include every row, as the
-    anchor does, or `faithful=False` to keep REAL rows only.
-    """
-
-    activations: Activations
-    kinds: torch.Tensor  # [n_rows] int8
-    batch_size: int
-    padding_side: str
-
-    def real_only(self) -> Activations:
-        """The REAL rows only, as `saelab.extract(..., pooling="none")` gives them (up to float rounding)."""
-        keep = self.kinds == REAL
-        acts = self.activations
-        text_of_row = torch.repeat_interleave(torch.arange(len(acts.lengths)), acts.lengths)
-        lengths = torch.bincount(text_of_row[keep], minlength=len(acts.lengths))
-        return Activations(acts.hooks, "none", {h: x[keep] for h, x in acts.acts.items()}, lengths,
-                           acts.token_ids[keep], {**acts.meta, "padded": False}, None)
-
-    def __repr__(self) -> str:
-        counts = torch.bincount(self.kinds.long(), minlength=3).tolist()
-        return (f"PaddedTokens({len(self.activations.lengths)} texts, rows: {counts[REAL]:,} real / {counts[BOS]:,} "
-                f"BOS / {counts[PAD]:,} padding; batch_size={self.batch_size}, padding {self.padding_side})")
-
-
-def padded_tokens(model, texts: Sequence[str], hook: str | Sequence[str], *, batch_size: int = 8,
-                  max_length: int = 512, cache: bool | str | Path | None = True, progress: bool = True) -> PaddedTokens:
-    """Run `texts` in padded batches of `batch_size`, in the order given, and keep every position of every row.
-
-    This is how the anchor's Hugging Face pipeline sees a text: the tokenizer pads a batch to its longest text
-    (on the tokenizer's own side; Gemma pads on the left), the model runs with the attention mask, and
-    `hidden_states[L]` holds a vector at every position, padding included. Only the rows' *kinds* are recorded
-    here; which rows to pool is decided later (`sae_features(..., faithful=...)`).
-
-    cache: True (saelab's cache folder), a folder, or None. The key covers the model weights, hooks, texts,
-        batch size, padding side and saelab version: padding depends on batch-mates, so all of them matter.
-    """
-    texts = check_texts(texts)
-    hooks = check_hooks(model, hook)
-    if not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}.")
-    tokenizer = model.tokenizer
-    meta = {"model": model_name(model), "model_fingerprint": model_fingerprint(model), "hooks": hooks,
-            "pooling": "none", "padded": True, "batch_size": int(batch_size), "padding_side": tokenizer.padding_side,
-            "max_length": max_length, "n_texts": len(texts), "dataset_fingerprint": sha256_text(*texts),
-            "saelab_version": __version__}
-    key = sha256_text(*(f"{k}={meta[k]}" for k in sorted(meta)))[:24]
-    folder = None
-    if cache:
-        folder = cache_dir("activations", "padded") / key if cache is True else Path(cache)
-        loaded = _load_padded(folder, key)
-        if loaded is not None:
-            return loaded
-    parts = []
-    stop = stop_at_layer(model, hooks)
-    bar = tqdm(total=len(texts), desc="padded batches", unit="text", disable=not progress)
-    for start in range(0, len(texts), batch_size):
-        batch = texts[start:start + batch_size]
-        parts.append(_padded_batch(model, batch, hooks, stop, max_length))
-        bar.update(len(batch))
-    bar.close()
-    tensors = {h: torch.cat([p[h] for p in parts]) for h in hooks}
-    tensors["lengths"] = torch.cat([p["lengths"] for p in parts])
-    tensors["token_ids"] = torch.cat([p["token_ids"] for p in parts])
-    tensors["kinds"] = torch.cat([p["kinds"] for p in parts])
-    if folder is not None:
-        with atomic_dir(folder) as tmp:
-            save_tensors(tensors, tmp / "padded.safetensors")
-            write_json(tmp / "meta.json", {**meta, "key": key})
-    return _padded_from(tensors, meta, folder)
-
-
-@torch.no_grad()
-def _padded_batch(model, batch: list[str], hooks: list[str], stop: int | None, max_length: int) -> dict:
-    tokenizer = model.tokenizer
-    encoded = tokenizer(batch, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-    ids, mask = encoded["input_ids"], encoded["attention_mask"]
-    device = next(model.parameters()).device
-    captured: dict[str, torch.Tensor] = {}
-
-    def capture(activation, hook, name):
-        captured[name] = activation.detach()
-
-    fwd_hooks = [(name, functools.partial(capture, name=name)) for name in hooks]
-    if stop is not None and stop >= model.cfg.n_layers:
-        stop = None  # a hook after the last block: run the whole model (the unembedding included)
-    with model.hooks(fwd_hooks=fwd_hooks):
-        model(ids.to(device), attention_mask=mask.to(device), stop_at_layer=stop)
-    kinds = torch.where(mask == 0, PAD, REAL)
-    if tokenizer.bos_token_id is not None:
-        kinds = torch.where((ids == tokenizer.bos_token_id) & (mask == 1), BOS, kinds)
-    n, width = ids.shape
-    out = {h: captured[h].float().cpu().reshape(n * width, -1) for h in hooks}
-    out["lengths"] = torch.full((n,), width, dtype=torch.long)
-    out["token_ids"] = ids.reshape(-1)
-    out["kinds"] = kinds.reshape(-1).to(torch.int8)
-    return out
-
-
-def _padded_from(tensors: dict, meta: dict, folder: Path | None) -> PaddedTokens:
-    hooks = meta["hooks"]
-    acts = Activations(hooks, "none", {h: tensors[h] for h in hooks}, tensors["lengths"], tensors["token_ids"],
-                       dict(meta), folder)
-    return PaddedTokens(acts, tensors["kinds"], meta["batch_size"], meta["padding_side"])
-
-
-def _load_padded(folder: Path, key: str) -> PaddedTokens | None:
-    try:
-        meta = read_json(folder / "meta.json")
-        if meta.get("key") != key:
-            return None
-        from safetensors.torch import load_file
-
-        return _padded_from(load_file(str(folder / "padded.safetensors")), meta, folder)
-    except (OSError, ValueError, KeyError):
-        return None
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -244,7 +114,7 @@ def sae_features(sae, tokens: Activations | PaddedTokens, *, hook: str | None = 
     """Encode token rows with `sae` in batches of texts and pool them: ``{pooling: [n_texts, d_sae] CSR}``.
 
     tokens: a token-level extraction (`saelab.extract(..., pooling="none")`: real tokens only, BOS skipped) or
-        `padded_tokens(...)` (every position of padded batches).
+        `saelab.probing_padded.padded_tokens(...)` (every position of padded batches).
     faithful: with `PaddedTokens`, pool every row, BOS and padding included, as the anchor does; otherwise
         pool real tokens only. Plain `Activations` hold real tokens only, so faithful=True needs `PaddedTokens`.
     Features are returned sparse (SAE codes mostly are), so wide SAEs on thousands of texts fit in memory.
@@ -260,7 +130,7 @@ def sae_features(sae, tokens: Activations | PaddedTokens, *, hook: str | None = 
         kinds, tokens = tokens.kinds, tokens.activations
     elif faithful:
         raise ValueError("faithful=True pools padding and BOS rows, which saelab.extract never keeps: "
-                         "get the rows with saelab.probing.padded_tokens(model, texts, hook) first.")
+                         "get the rows with saelab.probing_padded.padded_tokens(model, texts, hook) first.")
     if tokens.pooling != "none":
         raise ValueError(f"sae_features needs token-level activations (pooling='none'), got {tokens.pooling!r}.")
     hook = hook or getattr(sae.cfg, "hook_name", None) or (tokens.hooks[0] if len(tokens.hooks) == 1 else None)
@@ -327,84 +197,6 @@ def max_value(X) -> float:
 # ------------------------------------------------------------------------------------------------------------------
 # Scores and classifiers
 # ------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class F1Score:
-    """Macro-F1 on a test set with a percentile bootstrap interval over test items."""
-
-    value: float
-    low: float
-    high: float
-    n_boot: int
-    level: float = 0.95
-
-    def __str__(self) -> str:
-        return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
-
-
-def _macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np.ndarray:
-    """Macro-F1 of each row of [B, n] label arrays, averaged over the classes present in that row's true or
-    predicted labels (what `sklearn.metrics.f1_score(average="macro")` does)."""
-    f1 = np.zeros(y_true.shape[0])
-    present = np.zeros(y_true.shape[0])
-    for c in range(n_classes):
-        t, p = y_true == c, y_pred == c
-        tp = (t & p).sum(1)
-        fp_fn = (t ^ p).sum(1)
-        here = (tp + fp_fn) > 0
-        f1 += np.where(here, 2 * tp / np.maximum(2 * tp + fp_fn, 1), 0.0)
-        present += here
-    return f1 / np.maximum(present, 1)
-
-
-def macro_f1(y_true, y_pred, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> F1Score:
-    """Macro-F1 of predictions, with a percentile bootstrap interval (test items resampled `n_boot` times)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
-        raise ValueError(f"y_true and y_pred must be 1-D and of the same, non-zero length; got {y_true.shape} and "
-                         f"{y_pred.shape}.")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be between 0 and 1, got {level}.")
-    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
-    t, p = codes[: len(y_true)], codes[len(y_true):]
-    value = float(_macro_f1_rows(t[None], p[None], len(classes))[0])
-    if n_boot < 1:
-        return F1Score(value, math.nan, math.nan, 0, level)
-    rng = np.random.default_rng(seed)
-    scores = []
-    for start in range(0, n_boot, 200):  # chunks keep memory at 200 x n
-        idx = rng.integers(0, len(t), size=(min(200, n_boot - start), len(t)))
-        scores.append(_macro_f1_rows(t[idx], p[idx], len(classes)))
-    scores = np.concatenate(scores)
-    alpha = (1 - level) / 2
-    return F1Score(value, float(np.quantile(scores, alpha)), float(np.quantile(scores, 1 - alpha)), n_boot, level)
-
-
-@dataclass
-class ProbeResult:
-    """A fitted classifier and its test-set scores."""
-
-    classifier: str
-    f1: F1Score
-    accuracy: float
-    y_pred: np.ndarray
-    model: Any = field(repr=False)
-    n_features: int
-    n_train: int
-    n_test: int
-    params: dict[str, Any] = field(default_factory=dict)  # e.g. the C chosen by cross-validation, tree depth
-    seconds: float = 0.0
-
-    @property
-    def macro_f1(self) -> float:
-        return self.f1.value
-
-    def row(self, **extra: Any) -> dict[str, Any]:
-        """A flat dict for a results table."""
-        return {**extra, "classifier": self.classifier, "macro_f1": self.f1.value, "ci_low": self.f1.low,
-                "ci_high": self.f1.high, "accuracy": self.accuracy, "n_features": self.n_features,
-                **{f"param_{k}": v for k, v in self.params.items()}, "seconds": self.seconds}
 
 
 def _as_matrix(X, what: str):
@@ -506,30 +298,6 @@ def fit_probe(X_train, y_train, X_test, y_test, classifier: str = "logreg", *, C
     return ProbeResult(classifier, macro_f1(y_test, y_pred, n_boot=n_boot, seed=seed),
                        float(np.mean(y_pred == y_test)), y_pred, model, int(X_train.shape[1]), len(y_train),
                        len(y_test), params, time.perf_counter() - started)
-
-
-def threshold_sweep(X_train, y_train, X_test, y_test, thresholds: Sequence[float], classifier: str = "logreg",
-                    **probe_kwargs: Any) -> list[dict[str, Any]]:
-    """Binarize at each threshold, fit, score: one table row per threshold (threshold, share of ones, macro-F1...).
-
-    Every threshold is checked first (non-negative, below the largest training value), so a bad sweep fails
-    before any fitting.
-    """
-    thresholds = [float(t) for t in thresholds]
-    if not thresholds:
-        raise ValueError("threshold_sweep needs at least one threshold.")
-    largest = max_value(X_train)
-    bad = [t for t in thresholds if not (0 <= t < largest)]
-    if bad:
-        raise ValueError(f"threshold(s) {bad} out of range: use values >= 0 and below the largest training value "
-                         f"({largest:g}).")
-    rows = []
-    for t in thresholds:
-        Xb_train, Xb_test = binarize(X_train, t), _binarize_unchecked(X_test, t)
-        density = Xb_train.nnz / max(1, np.prod(Xb_train.shape)) if sp.issparse(Xb_train) else float(Xb_train.mean())
-        result = fit_probe(Xb_train, y_train, Xb_test, y_test, classifier, **probe_kwargs)
-        rows.append(result.row(threshold=t, density=float(density)))
-    return rows
 
 
 def _binarize_unchecked(X, threshold: float):
@@ -705,14 +473,8 @@ def label_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int], chu
 
 
 __all__ = [
-    "BOS",
     "CLASSIFIERS",
-    "PAD",
     "POOLINGS",
-    "REAL",
-    "F1Score",
-    "PaddedTokens",
-    "ProbeResult",
     "ZeroShot",
     "binarize",
     "binarize_pair",
@@ -720,13 +482,11 @@ __all__ = [
     "fit_probe",
     "label_logits",
     "label_token_ids",
-    "macro_f1",
-    "padded_tokens",
+    "max_value",
     "pool_codes",
     "sae_features",
     "take_texts",
     "tfidf_features",
-    "threshold_sweep",
     "top_latents",
     "zero_shot",
 ]

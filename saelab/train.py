@@ -18,7 +18,7 @@ gradient, so the backward pass touches k rows of W_dec / columns of W_enc per to
 sparsify does with its custom autograd function). The dense path (`SAE.forward_train`) computes the same numbers;
 a test checks that both give the same gradients.
 
-Data arrive as a tensor or a `TokenSource` (`train_data`; e.g. `activations.ShardedTokens`, the shards of the
+Data arrive as a tensor or a `TokenSource` (`train_data`; e.g. `activation_cache.ShardedTokens`, the shards of the
 extraction cache, loaded lazily). Batches are a deterministic function of the seed and the step, and checkpoints
 (`checkpoints`) store the data cursor, so `train_sae(..., resume=True)` continues an interrupted run and ends with
 the same weights.

@@ -1,7 +1,7 @@
 """Where the SAE trainer's rows come from: the `TokenSource` protocol and a deterministic batch stream.
 
 A source is token-level activations in chunks loaded one at a time (`TensorSource` for a tensor in memory;
-`saelab.activations.ShardedTokens` for an extraction cache on disk), and `BatchStream` turns it into batches that
+`saelab.activation_cache.ShardedTokens` for an extraction cache on disk), and `BatchStream` turns it into batches that
 are a function of the seed and a small cursor, so a checkpoint can resume the stream exactly.
 Used by `saelab.train` (and `classifsae`, whose labels ride along as side data); notebook 02 streams from the cache.
 """

@@ -23,7 +23,8 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from saelab._version import __version__
-from saelab.activations import ShardedTokens, extract
+from saelab.activation_cache import ShardedTokens
+from saelab.activations import extract
 from saelab.config import cache_dir, smoke_mode
 from saelab.io import read_json, sha256_text
 from saelab.models import model_fingerprint, model_name

@@ -3,6 +3,7 @@ import torch
 
 import saelab
 from saelab import activations
+from saelab.activation_cache import ShardedTokens
 from saelab.activations import extract, last_occurrence, load_activations
 
 HOOK = "blocks.1.hook_resid_post"
@@ -186,7 +187,7 @@ def test_interrupted_extraction_resumes(tiny, tmp_path, monkeypatch):
 
 def test_sharded_tokens_stream_one_shard_at_a_time(tiny, tmp_path):
     acts = extract(tiny, TEXTS, HOOK, "none", cache=tmp_path / "c", shard_size=2, progress=False)
-    source = activations.ShardedTokens(tmp_path / "c", HOOK)
+    source = ShardedTokens(tmp_path / "c", HOOK)
     assert len(source) == 2 and source.d_in == tiny.cfg.d_model
     torch.testing.assert_close(torch.cat(list(source)), acts.tensor)
 

@@ -35,8 +35,11 @@ from safetensors.torch import load_file, save_file
 import saelab
 from saelab import metrics, probing, zoo
 from saelab import polysemy as ps
+from saelab import polysemy_eval as pse
 from saelab import steering as st
-from saelab.activations import ShardedTokens, extract, last_occurrence, load_activations
+from saelab import steering_eval as se
+from saelab.activation_cache import ShardedTokens
+from saelab.activations import extract, last_occurrence, load_activations
 from saelab.latents import latent_records
 from saelab.sae import SAE, SAEConfig
 from saelab.tasks import WiCPair
@@ -393,16 +396,16 @@ POLYSEMY = [
     row("extract_probe-all-skipped", lambda e: ps.extract_probe(e.model, ps.prepare_pairs(
         [pair(word="zebra")], e.model.tokenizer), HOOK, cache=False), ValueError,
         "'target absent from context 1': 1", "check that each word occurs in both contexts"),
-    row("evaluate_sae-hook-not-extracted", lambda e: ps.evaluate_sae(e.sae, e.probe_acts,
+    row("evaluate_sae-hook-not-extracted", lambda e: pse.evaluate_sae(e.sae, e.probe_acts,
                                                                      hook="blocks.1.hook_resid_post"), KeyError,
         "'blocks.1.hook_resid_post'", "Add it to the hooks of extract_probe"),
-    row("evaluate_sae-wrong-d_in", lambda e: ps.evaluate_sae(e.narrow, e.probe_acts), ValueError, "got 64",
+    row("evaluate_sae-wrong-d_in", lambda e: pse.evaluate_sae(e.narrow, e.probe_acts), ValueError, "got 64",
         "use activations of its hook"),
-    row("evaluate_sae-k-zero", lambda e: ps.evaluate_sae(e.sae, e.probe_acts, k=0), ValueError, "k=0",
+    row("evaluate_sae-k-zero", lambda e: pse.evaluate_sae(e.sae, e.probe_acts, k=0), ValueError, "k=0",
         "must be a positive integer"),
-    row("explain_pair-multi-token", lambda e: ps.explain_pair(e.model, e.sae, "a cat sat", "the cat ran", "cat"),
+    row("explain_pair-multi-token", lambda e: pse.explain_pair(e.model, e.sae, "a cat sat", "the cat ran", "cat"),
         ValueError, "'cat' is 3 tokens", "Pick a word that is a single token"),
-    row("explain_pair-k-zero", lambda e: ps.explain_pair(e.model, e.sae, "I saw a cat", "a dog ran", "a", k=0),
+    row("explain_pair-k-zero", lambda e: pse.explain_pair(e.model, e.sae, "I saw a cat", "a dog ran", "a", k=0),
         ValueError, "k=0", "must be a positive integer"),
     row("confusion-labels", lambda e: ps.confusion([1, 2], [True, False]), ValueError, "[2]",
         "must be 0 (different senses) or 1"),
@@ -448,7 +451,7 @@ STEERING = [
         "Latent 5 was not recorded", "Pass latents=[..., 5]"),
     row("select_latents-n-negative", lambda e: st.select_latents([1, 2, 3], torch.tensor([1.0, 2, 3]), -1),
         ValueError, "n=-1", "must be a positive integer"),
-    row("JudgeFreeJudge-ppl", lambda e: st.JudgeFreeJudge(e.model, encoder=object(), ppl_fluent=100,
+    row("JudgeFreeJudge-ppl", lambda e: se.JudgeFreeJudge(e.model, encoder=object(), ppl_fluent=100,
                                                           ppl_broken=10), ValueError,
         "ppl_fluent=100", "Need 1 <= ppl_fluent < ppl_broken"),
 ]

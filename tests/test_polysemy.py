@@ -1,5 +1,6 @@
-"""saelab.polysemy (PS-Eval): the confusion matrix and metrics against scikit-learn and hand counts, the skip rules,
-the positions read, and the whole pipeline on the tiny model against a brute-force extraction."""
+"""saelab.polysemy and saelab.polysemy_eval (PS-Eval): the confusion matrix and metrics against scikit-learn and
+hand counts, the skip rules, the positions read, and the whole pipeline on the tiny model against a brute-force
+extraction."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import torch
 from sklearn import metrics as skm
 
 from saelab import polysemy as ps
+from saelab import polysemy_eval as pse
 from saelab.activations import extract
 from saelab.sae import SAE, SAEConfig
 from saelab.tasks import WiCPair
@@ -75,7 +77,7 @@ def _codes_for(top: list[tuple[int, int]], d: int = 6) -> torch.Tensor:
 def test_evaluate_codes_top1_rule_and_variants():
     top = [(0, 0), (1, 2), (3, 3), (4, 4), (0, 5), (2, 1), (-1, -1), (5, 5)]
     codes = _codes_for(top)
-    result = ps.evaluate_codes(codes, LABELS, k=2, pos=list("nnvvnnvv"))
+    result = pse.evaluate_codes(codes, LABELS, k=2, pos=list("nnvvnnvv"))
     # pair 6 has no active latent in either context: counted, and never called "same"
     assert result.n_no_active == 2
     assert result.same.tolist() == [True, False, True, True, False, False, False, True]
@@ -95,16 +97,16 @@ def test_evaluate_codes_top1_rule_and_variants():
 
 def test_bootstrap_and_paired_difference():
     codes = _codes_for([(0, 0), (1, 2), (3, 3), (4, 4), (0, 5), (2, 1), (1, 3), (5, 5)])
-    a = ps.evaluate_codes(codes, LABELS)
-    low, high = ps.bootstrap_ci(a, "specificity", n_boot=500)
+    a = pse.evaluate_codes(codes, LABELS)
+    low, high = pse.bootstrap_ci(a, "specificity", n_boot=500)
     assert low <= a.metrics["specificity"] <= high
-    same = ps.paired_difference(a, a, n_boot=200)
+    same = pse.paired_difference(a, a, n_boot=200)
     assert same == {"difference": 0.0, "low": 0.0, "high": 0.0}
-    other = ps.evaluate_codes(codes[:4], LABELS[:4])
+    other = pse.evaluate_codes(codes[:4], LABELS[:4])
     with pytest.raises(ValueError, match="different pairs"):
-        ps.paired_difference(a, other)
+        pse.paired_difference(a, other)
     with pytest.raises(ValueError, match="metric must be"):
-        ps.bootstrap_ci(a, "auc")
+        pse.bootstrap_ci(a, "auc")
 
 
 def test_render_prompt_finds_the_template_copy_even_for_the_word_means():
@@ -188,7 +190,7 @@ def test_pipeline_reads_the_right_rows(tiny, relu_sae, template):
             for c in range(2):
                 position = probe.positions[2 * i + c][which]
                 torch.testing.assert_close(x[i, c], full.text_rows(2 * i + c)[position - 1])
-    result = ps.evaluate_sae(relu_sae, acts, "template")
+    result = pse.evaluate_sae(relu_sae, acts, "template")
     codes = relu_sae.encode(acts.pair_acts(HOOK, "template"))
     top = codes.argmax(-1)
     active = codes.max(-1).values > 0
@@ -197,22 +199,22 @@ def test_pipeline_reads_the_right_rows(tiny, relu_sae, template):
     assert result.confusion == ps.confusion(probe.labels, expected_same)
     assert set(result.core) == {"mse", "l0", "explained_variance"}
     assert set(result.diagnostics) == {"same_sense", "different_sense"}
-    raw = ps.evaluate_raw(acts, HOOK, "template")
+    raw = pse.evaluate_raw(acts, HOOK, "template")
     raw_top = acts.pair_acts(HOOK, "template").argmax(-1)
     assert raw.same.tolist() == (raw_top[:, 0] == raw_top[:, 1]).tolist()
 
 
 def test_ps_eval_one_call_and_random_baseline(tiny, relu_sae):
-    result = ps.ps_eval(tiny, relu_sae, PAIRS + [_pair("dog", "a dog", "the dog", 1)], progress=False)
+    result = pse.ps_eval(tiny, relu_sae, PAIRS + [_pair("dog", "a dog", "the dog", 1)], progress=False)
     assert len(result) == 6 and result.skipped == {"multi-token target": 1} and result.n_input == 7
     trained = SAE(SAEConfig(d_in=64, d_sae=40, architecture="jumprelu", hook_name=HOOK), seed=3)
     with torch.no_grad():
         trained.b_dec.normal_()
-    random = ps.random_sae_like(trained, seed=1)
+    random = pse.random_sae_like(trained, seed=1)
     assert random.W_enc.shape == trained.W_enc.shape and random.cfg.architecture == "jumprelu"
     assert not torch.equal(random.W_enc, trained.W_enc)
     assert torch.equal(random.b_dec, trained.b_dec)  # centred like the trained SAE
-    assert torch.equal(ps.random_sae_like(trained, seed=1, keep_b_dec=False).b_dec, torch.zeros(64))
+    assert torch.equal(pse.random_sae_like(trained, seed=1, keep_b_dec=False).b_dec, torch.zeros(64))
 
 
 def test_winner_cosines_by_hand():
@@ -221,22 +223,22 @@ def test_winner_cosines_by_hand():
         sae.W_dec.copy_(torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]]))
         sae.W_enc.copy_(sae.W_dec.T)
     top1 = np.array([[0, 2], [1, 1], [0, 1]])
-    out = ps.winner_cosines(sae, top1, np.array([1, 1, 0]))
+    out = pse.winner_cosines(sae, top1, np.array([1, 1, 0]))
     assert out["same_sense"]["share_same_winner"] == 0.5
     assert out["same_sense"]["decoder_cosine"] == pytest.approx(0.6)
     assert out["different_sense"]["encoder_cosine"] == pytest.approx(0.0)
 
 
 def test_explain_pair_and_its_errors(tiny, relu_sae):
-    e = ps.explain_pair(tiny, relu_sae, "a cat sat", "she has a dog", "a", k=4)
+    e = pse.explain_pair(tiny, relu_sae, "a cat sat", "she has a dog", "a", k=4)
     assert e.target_token == "a" and len(e.top[0]) <= 4
     assert e.same == (e.top1[0] == e.top1[1] and e.top1[0] >= 0)
     with pytest.raises(ValueError, match="does not occur as a whole word in context 2"):
-        ps.explain_pair(tiny, relu_sae, "a cat", "the dog", "a")
+        pse.explain_pair(tiny, relu_sae, "a cat", "the dog", "a")
     with pytest.raises(ValueError, match="tokens for this model"):
-        ps.explain_pair(tiny, relu_sae, "a cat", "the cat", "cat")
+        pse.explain_pair(tiny, relu_sae, "a cat", "the cat", "cat")
     with pytest.raises(ValueError, match="word is empty"):
-        ps.explain_pair(tiny, relu_sae, "a cat", "the cat", " ")
+        pse.explain_pair(tiny, relu_sae, "a cat", "the cat", " ")
 
 
 def test_explorer_widget_messages(tiny, relu_sae):

@@ -6,9 +6,9 @@ import scipy.sparse as sp
 import torch
 from sklearn.metrics import f1_score
 
-from saelab import probing
+from saelab import probing, probing_eval, probing_padded, probing_scores
 from saelab.activations import Activations, extract
-from saelab.probing import BOS, PAD, REAL
+from saelab.probing_padded import BOS, PAD, REAL
 from saelab.sae import SAE, SAEConfig
 
 # Two texts of three rows each, as a left-padded batch gives them: text A = [BOS, a1, a2], text B = [PAD, BOS, b1].
@@ -72,7 +72,7 @@ def identity_sae(d: int = 4) -> SAE:
 
 def test_sae_features_real_and_faithful():
     acts = Activations(["h"], "none", {"h": CODES}, LENGTHS, torch.arange(6), {})
-    padded = probing.PaddedTokens(acts, KINDS, batch_size=2, padding_side="left")
+    padded = probing_padded.PaddedTokens(acts, KINDS, batch_size=2, padding_side="left")
     sae = identity_sae()
     faithful = probing.sae_features(sae, padded, top_n=2, faithful=True, batch_texts=1, progress=False)
     real = probing.sae_features(sae, padded, top_n=2, faithful=False, batch_texts=1, progress=False)
@@ -89,7 +89,7 @@ def test_sae_features_real_and_faithful():
 def test_padded_tokens_match_extract(tiny, one_thread):
     texts = ["the cat sat on the mat", "dogs", "a b c", "hello there my friend", "x"]
     hook = "blocks.1.hook_resid_pre"
-    padded = probing.padded_tokens(tiny, texts, hook, batch_size=3, cache=None, progress=False)
+    padded = probing_padded.padded_tokens(tiny, texts, hook, batch_size=3, cache=None, progress=False)
     ids = tiny.tokenizer(texts)["input_ids"]
     widths = [max(len(i) for i in ids[:3])] * 3 + [max(len(i) for i in ids[3:])] * 2
     assert padded.activations.lengths.tolist() == widths
@@ -107,9 +107,9 @@ def test_padded_tokens_match_extract(tiny, one_thread):
 
 def test_padded_tokens_cache(tiny, one_thread, tmp_path):
     texts = ["one two", "three"]
-    first = probing.padded_tokens(tiny, texts, "blocks.0.hook_resid_post", batch_size=2, cache=tmp_path / "p",
+    first = probing_padded.padded_tokens(tiny, texts, "blocks.0.hook_resid_post", batch_size=2, cache=tmp_path / "p",
                                   progress=False)
-    again = probing.padded_tokens(tiny, texts, "blocks.0.hook_resid_post", batch_size=2, cache=tmp_path / "p",
+    again = probing_padded.padded_tokens(tiny, texts, "blocks.0.hook_resid_post", batch_size=2, cache=tmp_path / "p",
                                   progress=False)
     assert again.activations.folder == tmp_path / "p"
     torch.testing.assert_close(again.activations["blocks.0.hook_resid_post"],
@@ -146,16 +146,16 @@ def test_macro_f1_matches_sklearn():
     rng = np.random.default_rng(1)
     y_true = rng.integers(0, 3, 200)
     y_pred = np.where(rng.random(200) < 0.6, y_true, rng.integers(0, 4, 200))  # a class 3 only in predictions
-    score = probing.macro_f1(y_true, y_pred, n_boot=500, seed=3)
+    score = probing_scores.macro_f1(y_true, y_pred, n_boot=500, seed=3)
     assert score.value == pytest.approx(f1_score(y_true, y_pred, average="macro"))
     assert score.low <= score.value <= score.high and score.high - score.low < 0.3
     # each bootstrap replicate is sklearn's macro-F1 of the resample (classes absent from a resample drop out)
     idx = rng.integers(0, 12, size=(50, 12))
-    rows = probing._macro_f1_rows(y_true[:12][idx], y_pred[:12][idx], 4)
+    rows = probing_scores._macro_f1_rows(y_true[:12][idx], y_pred[:12][idx], 4)
     for r, i in zip(rows, idx):
         assert r == pytest.approx(f1_score(y_true[:12][i], y_pred[:12][i], average="macro"))
     with pytest.raises(ValueError, match="same"):
-        probing.macro_f1(y_true, y_pred[:-1])
+        probing_scores.macro_f1(y_true, y_pred[:-1])
 
 
 def synthetic(n=240, d=30, seed=0):
@@ -207,12 +207,12 @@ def test_texts_and_labels_of_different_lengths():
 
 def test_threshold_sweep():
     X, y = synthetic()
-    rows = probing.threshold_sweep(X[:160], y[:160], X[160:], y[160:], [0, 1, 2], "tree", n_boot=50)
+    rows = probing_eval.threshold_sweep(X[:160], y[:160], X[160:], y[160:], [0, 1, 2], "tree", n_boot=50)
     assert [r["threshold"] for r in rows] == [0, 1, 2]
     assert rows[0]["density"] > rows[2]["density"]
     assert all(r["macro_f1"] == 1.0 for r in rows)  # column 7 > 2 still separates the classes
     with pytest.raises(ValueError, match="out of range"):
-        probing.threshold_sweep(X[:160], y[:160], X[160:], y[160:], [1, 99])
+        probing_eval.threshold_sweep(X[:160], y[:160], X[160:], y[160:], [1, 99])
 
 
 def test_take_texts():

@@ -18,8 +18,8 @@ from saelab.sae import (
     SAEConfig,
     SAEOutput,
     TopKSAE,
-    load_extra_weights,
 )
+from saelab.sae_files import load_extra_weights
 
 D_IN, D_SAE, K = 12, 40, 4
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from saelab import steering as st
+from saelab import steering_eval as se
 from saelab.latents import latent_records
 from saelab.sae import SAE, SAEConfig
 
@@ -248,26 +249,26 @@ def test_select_latents_top_and_tails():
 
 
 def test_harmonic_mean_is_zero_guarded():
-    assert st.harmonic_mean([1.0, 0.5, 0.25]) == pytest.approx(3 / 7)
-    assert st.harmonic_mean([0.5, 0.0, 1.0]) == 0.0
-    assert st.steering_score({"concept": 1.0, "fluency": 1.0, "relevance": 1.0}) == 1.0
+    assert se.harmonic_mean([1.0, 0.5, 0.25]) == pytest.approx(3 / 7)
+    assert se.harmonic_mean([0.5, 0.0, 1.0]) == 0.0
+    assert se.steering_score({"concept": 1.0, "fluency": 1.0, "relevance": 1.0}) == 1.0
     with pytest.raises(ValueError, match="lack"):
-        st.steering_score({"concept": 1.0})
+        se.steering_score({"concept": 1.0})
     with pytest.raises(ValueError, match="non-negative"):
-        st.harmonic_mean([float("nan"), 1.0])
+        se.harmonic_mean([float("nan"), 1.0])
 
 
 def test_split_prompts_halves():
-    select, held = st.split_prompts(7, seed=1)
+    select, held = se.split_prompts(7, seed=1)
     assert sorted(select + held) == list(range(7)) and len(select) == 4 and not set(select) & set(held)
-    assert st.split_prompts(7, seed=1) == (select, held)
+    assert se.split_prompts(7, seed=1) == (select, held)
     with pytest.raises(ValueError, match="at least 2"):
-        st.split_prompts(1)
+        se.split_prompts(1)
 
 
 def test_evaluate_steering_chooses_alpha_on_one_half_and_scores_the_other(tiny):
     prompts = ["one", "two", "three", "four"]
-    select, held = st.split_prompts(len(prompts), seed=0)
+    select, held = se.split_prompts(len(prompts), seed=0)
     seen = []
 
     def judge(cases):
@@ -280,9 +281,9 @@ def test_evaluate_steering_chooses_alpha_on_one_half_and_scores_the_other(tiny):
         return out
 
     sae = _sae(hook=MID)
-    targets = [st.SteeringTarget(sae, 0, 1.0, label="A", group="g"), st.SteeringTarget(sae, 1, 1.0, label="B"),
-               st.SteeringTarget(sae, 0, 1.0, label="A again", group="h")]
-    results = st.evaluate_steering(tiny, targets, prompts, [2.0, 5.0, 10.0], judge, max_new_tokens=3,
+    targets = [se.SteeringTarget(sae, 0, 1.0, label="A", group="g"), se.SteeringTarget(sae, 1, 1.0, label="B"),
+               se.SteeringTarget(sae, 0, 1.0, label="A again", group="h")]
+    results = se.evaluate_steering(tiny, targets, prompts, [2.0, 5.0, 10.0], judge, max_new_tokens=3,
                                    progress=False)
     assert seen == [select, held]  # alpha chosen on one half, scored on the other
     # latent 0 at alphas 2 / 5 / 10 on the choosing half: H(0.2, 0.9, 1), H(0.5, 0.75, 1), H(1, 0.5, 1)
@@ -302,9 +303,9 @@ def test_judge_free_judge_matches_an_unpadded_recomputation(tiny):
     plain = st.generate(tiny, PROMPTS, max_new_tokens=5, min_new_tokens=5)
     steered = st.generate(tiny, PROMPTS, max_new_tokens=5, min_new_tokens=5, hook=MID,
                           vectors=st.steering_vectors(sae, [3] * 3, [4.0] * 3, [1.0] * 3))
-    cases = [st.SteeringCase(p, s, u, sae, 3, 4.0, ["some context", "another one"])
+    cases = [se.SteeringCase(p, s, u, sae, 3, 4.0, ["some context", "another one"])
              for p, s, u in zip(PROMPTS, steered, plain)]
-    judge = st.JudgeFreeJudge(tiny, batch_size=2)
+    judge = se.JudgeFreeJudge(tiny, batch_size=2)
     ratings = judge(cases)
     for case, rating in zip(cases, ratings):
         ids = torch.tensor([case.steered.prompt_ids + case.steered.ids])
@@ -315,24 +316,24 @@ def test_judge_free_judge_matches_an_unpadded_recomputation(tiny):
         assert rating["perplexity"] == pytest.approx(math.exp(float(nll)), rel=1e-3)
         fires = (sae.encode(cache[MID][0, n_prompt:])[:, 3] > 0).float().mean()
         assert rating["fire_share"] == pytest.approx(float(fires))
-        assert rating["repetition"] == st.repetition_rate(case.steered.ids)
-        for name in st.RATINGS:
+        assert rating["repetition"] == se.repetition_rate(case.steered.ids)
+        for name in se.RATINGS:
             assert 0.0 <= rating[name] <= 1.0
         assert rating["fluency"] == pytest.approx(judge.perplexity_part(rating["perplexity"])
                                                   * (1 - rating["repetition"]))
-    a, b = st.sentence_embeddings([cases[0].prompt + cases[0].steered.text, cases[0].prompt + cases[0].unsteered.text])
+    a, b = se.sentence_embeddings([cases[0].prompt + cases[0].steered.text, cases[0].prompt + cases[0].unsteered.text])
     assert ratings[0]["relevance"] == pytest.approx(min(1.0, max(0.0, float(a @ b))), abs=1e-5)
-    strict = st.JudgeFreeJudge(tiny, with_prompt=False)(cases[:1])[0]
-    a, b = st.sentence_embeddings([cases[0].steered.text, cases[0].unsteered.text])
+    strict = se.JudgeFreeJudge(tiny, with_prompt=False)(cases[:1])[0]
+    a, b = se.sentence_embeddings([cases[0].steered.text, cases[0].unsteered.text])
     assert strict["relevance"] == pytest.approx(min(1.0, max(0.0, float(a @ b))), abs=1e-5)
     assert judge.perplexity_part(5.0) == 1.0 and judge.perplexity_part(2000.0) == 0.0
     assert judge.perplexity_part(100.0) == pytest.approx(0.5)
 
 
 def test_repetition_rate_by_hand():
-    assert st.repetition_rate([1, 2, 3, 4, 5]) == 0.0
-    assert st.repetition_rate([7, 7, 7, 7, 7], n=3) == pytest.approx(1 - 1 / 3)
-    assert st.repetition_rate([1, 2], n=3) == 0.0
+    assert se.repetition_rate([1, 2, 3, 4, 5]) == 0.0
+    assert se.repetition_rate([7, 7, 7, 7, 7], n=3) == pytest.approx(1 - 1 / 3)
+    assert se.repetition_rate([1, 2], n=3) == 0.0
 
 
 # ---- rank agreement -------------------------------------------------------------------------------------------------
@@ -340,14 +341,14 @@ def test_repetition_rate_by_hand():
 
 def test_kendall_tau_b_by_hand():
     # 10 pairs, 2 discordant ((2,3) and (4,5)): tau = (8 - 2) / 10
-    result = st.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=500, seed=0)
+    result = se.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=500, seed=0)
     assert result["tau"] == pytest.approx(0.6) and result["n"] == 5
     assert -1 <= result["low"] <= result["tau"] <= result["high"] <= 1
-    assert st.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=500, seed=0) == result
+    assert se.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=500, seed=0) == result
     # with ties, tau-b = (C - D) / sqrt((n0 - n1)(n0 - n2)): x has one tied pair, so (9 - 0) / sqrt(9 * 10)
-    assert st.kendall_tau([1, 1, 2, 3, 4], [1, 2, 3, 4, 5], n_boot=10)["tau"] == pytest.approx(9 / math.sqrt(90))
+    assert se.kendall_tau([1, 1, 2, 3, 4], [1, 2, 3, 4, 5], n_boot=10)["tau"] == pytest.approx(9 / math.sqrt(90))
     with pytest.raises(ValueError, match="at least 3"):
-        st.kendall_tau([1, 2], [2, 1])
+        se.kendall_tau([1, 2], [2, 1])
 
 
 # ---- bad input, and no stray hooks after an error -----------------------------------------------------------------

@@ -12,7 +12,8 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize
 
-from saelab.activations import ShardedTokens, extract
+from saelab.activation_cache import ShardedTokens
+from saelab.activations import extract
 from saelab.checkpoints import find_checkpoints
 from saelab.metrics import core_metrics
 from saelab.sae import SAE, SAEConfig

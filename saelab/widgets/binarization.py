@@ -22,12 +22,12 @@ import scipy.sparse as sp
 
 from saelab.probing import (
     CLASSIFIERS,
-    ProbeResult,
     binarize_pair,
     check_labelled,
     fit_probe,
     max_value,
 )
+from saelab.probing_scores import ProbeResult
 from saelab.widgets._common import StatusBar, WidgetInputError, show_html
 
 _CLASSIFIER_NAMES = {"logreg": "logistic regression", "tree": "decision tree"}

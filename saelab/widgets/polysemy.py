@@ -15,7 +15,8 @@ import html
 from collections.abc import Sequence
 from typing import Any
 
-from saelab.polysemy import READS, PairExplanation, explain_pair
+from saelab.polysemy import READS
+from saelab.polysemy_eval import PairExplanation, explain_pair
 from saelab.tasks import WiCPair
 from saelab.widgets._common import StatusBar
 

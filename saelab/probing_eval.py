@@ -1,0 +1,254 @@
+"""notebook 04: the experiments around the probing pipeline: threshold sweeps, probe logs, summaries and plots.
+
+`threshold_sweep` binarizes at several thresholds and fits a probe at each. `ProbeLog` fits probes on a task's
+train/test rows and keeps one table row per fit, so every sweep of the notebook lands in one results table;
+`best_per_source` picks the best variant per feature source; the `plot_*` functions draw the notebook's figures.
+`StageTimer` records wall-clock and CPU seconds per stage. Two checks grade the notebook's exercises
+(`check_hidden_states_hook`, `check_topn_counts`). The pipeline itself lives in `saelab.probing`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from saelab.activations import extract
+from saelab.probing import binarize_pair, fit_probe, max_value, pool_codes
+
+CLASSIFIER_COLORS = {"logreg": "tab:blue", "tree": "tab:green"}
+
+
+def threshold_sweep(X_train, y_train, X_test, y_test, thresholds: Sequence[float], classifier: str = "logreg",
+                    **probe_kwargs: Any) -> list[dict[str, Any]]:
+    """Binarize at each threshold, fit, score: one table row per threshold (threshold, share of ones, macro-F1...).
+
+    Every threshold is checked first (non-negative, below the largest training value), so a bad sweep fails
+    before any fitting.
+    """
+    thresholds = [float(t) for t in thresholds]
+    if not thresholds:
+        raise ValueError("threshold_sweep needs at least one threshold.")
+    largest = max_value(X_train)
+    bad = [t for t in thresholds if not (0 <= t < largest)]
+    if bad:
+        raise ValueError(f"threshold(s) {bad} out of range: use values >= 0 and below the largest training value "
+                         f"({largest:g}).")
+    rows = []
+    for t in thresholds:
+        Xb_train, Xb_test = binarize_pair(X_train, X_test, t)
+        density = Xb_train.nnz / max(1, np.prod(Xb_train.shape)) if sp.issparse(Xb_train) else float(Xb_train.mean())
+        result = fit_probe(Xb_train, y_train, Xb_test, y_test, classifier, **probe_kwargs)
+        rows.append(result.row(threshold=t, density=float(density)))
+    return rows
+
+
+class StageTimer:
+    """``with timer("stage"): ...`` records wall-clock and CPU seconds per stage (on a busy shared machine the CPU
+    seconds are the honest cost); `table()` lists them."""
+
+    def __init__(self):
+        self.seconds: dict[str, tuple[float, float]] = {}
+
+    @contextmanager
+    def __call__(self, stage: str):
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.seconds[stage] = (time.perf_counter() - wall, time.process_time() - cpu)
+
+    def table(self):
+        import pandas as pd
+
+        return pd.DataFrame([{"stage": s, "wall s": w, "CPU s": c} for s, (w, c) in self.seconds.items()])
+
+
+def stratified(split, n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
+    """The first `n` texts and labels of a stratified shuffle of a task split (all of them when n is larger)."""
+    from sklearn.model_selection import train_test_split
+
+    if n >= len(split):
+        return list(split.texts), split.labels.copy()
+    keep, _ = train_test_split(np.arange(len(split)), train_size=n, stratify=split.labels, random_state=seed)
+    return [split.texts[i] for i in keep], split.labels[keep]
+
+
+def stack_texts(tasks: Mapping[str, Mapping[str, Any]]) -> tuple[list[str], dict[tuple[str, str], np.ndarray]]:
+    """One list of every task's train and test texts, for a single extraction, and ``rows[task, split]``: where
+    each split sits in it."""
+    texts: list[str] = []
+    rows = {}
+    for task, parts in tasks.items():
+        for split in ("train", "test"):
+            rows[task, split] = np.arange(len(texts), len(texts) + len(parts[split][0]))
+            texts += parts[split][0]
+    return texts, rows
+
+
+class ProbeLog:
+    """Fits probes on the train/test rows of each task and keeps one results-table row per fit.
+
+    tasks: ``{task: {"train": (texts, labels), "test": (texts, labels), ...}}``; rows: ``{(task, split): indices}``
+    into the feature matrices (as `stack_texts` gives them). Extra keyword tags label each row (layer, variant...).
+    """
+
+    def __init__(self, tasks: Mapping[str, Mapping[str, Any]], rows: Mapping[tuple[str, str], np.ndarray], *,
+                 cv: int = 5):
+        self.tasks, self.rows, self.cv = tasks, rows, cv
+        self.records: list[dict[str, Any]] = []
+
+    def split(self, X, task: str):
+        """The task's training and test rows of a feature matrix."""
+        return X[self.rows[task, "train"]], X[self.rows[task, "test"]]
+
+    def labels(self, task: str) -> tuple[np.ndarray, np.ndarray]:
+        return self.tasks[task]["train"][1], self.tasks[task]["test"][1]
+
+    def probe(self, X, task: str, classifiers: Sequence[str] = ("logreg", "tree"), threshold: float | None = None,
+              **tags: Any) -> dict[str, Any]:
+        """Fit each classifier on the task's training rows (binarized at `threshold` unless None), score the test
+        rows, log one row per fit; returns ``{classifier: ProbeResult}``."""
+        X_train, X_test = self.split(X, task)
+        return self.fit(X_train, X_test, task, classifiers, threshold, **tags)
+
+    def fit(self, X_train, X_test, task: str, classifiers: Sequence[str] = ("logreg", "tree"),
+            threshold: float | None = None, **tags: Any) -> dict[str, Any]:
+        """As `probe`, on features already split into the task's training and test texts."""
+        if threshold is not None:
+            X_train, X_test = binarize_pair(X_train, X_test, threshold)
+        (y_train, y_test), out = self.labels(task), {}
+        for clf in classifiers:
+            out[clf] = fit_probe(X_train, y_train, X_test, y_test, clf, cv=self.cv)
+            self.records.append(out[clf].row(task=task, **tags))
+        return out
+
+    def results(self, **where: Any):
+        """The results table (a DataFrame), filtered to the rows whose columns equal `where`'s values."""
+        import pandas as pd
+
+        frame = pd.DataFrame(self.records)
+        for key, value in where.items():
+            frame = frame[frame[key] == value]
+        return frame
+
+
+def variant_probes(features: Mapping[str, Any], train: Sequence[int], test: Sequence[int], y_train, y_test,
+                   variants: Mapping[str, tuple[str, float | None]], *, cv: int = 5, **tags: Any) -> list[dict]:
+    """A logistic regression per variant ``{name: (pooling, threshold or None)}`` of pooled `features`, fitted on
+    rows `train` and scored on rows `test`: one row each (tags, variant, macro_f1, interval)."""
+    rows = []
+    for variant, (pooling, t) in variants.items():
+        X_train, X_test = features[pooling][list(train)], features[pooling][list(test)]
+        if t is not None:
+            X_train, X_test = binarize_pair(X_train, X_test, t)
+        result = fit_probe(X_train, y_train, X_test, y_test, "logreg", cv=cv)
+        rows.append({**tags, "variant": variant, "macro_f1": result.macro_f1, "interval": str(result.f1)})
+    return rows
+
+
+def best_per_source(sources: Mapping[str, Any], tasks: Sequence[str], classifiers: Sequence[str] = ("logreg", "tree"),
+                    columns: Sequence[str] = ("macro_f1", "ci_low", "ci_high", "layer", "variant")):
+    """For each task, feature source ``{name: results rows}`` and classifier, the row with the best test macro-F1
+    (the anchor reports its best variant): a DataFrame with task, features, classifier and `columns`."""
+    import pandas as pd
+
+    out = []
+    for task in tasks:
+        for name, rows in sources.items():
+            for clf in classifiers:
+                group = rows[(rows.task == task) & (rows.classifier == clf)]
+                best = group.loc[group.macro_f1.idxmax()].reindex(list(columns)).to_dict() if len(group) else {}
+                out.append({"task": task, "features": name, "classifier": clf, **best})
+    return pd.DataFrame(out)
+
+
+def plot_heatmap(ax, table, title: str, ylabels: Sequence[str] | None = None):
+    """A macro-F1 heat map of a (rows x columns) table on `ax`, values written in the cells; returns the image."""
+    values = np.asarray(table.values, dtype=float)
+    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
+    for i in range(values.shape[0]):
+        for j in range(values.shape[1]):
+            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center",
+                    color="white" if values[i, j] < 0.6 else "black", fontsize=9)
+    ax.set(xticks=range(values.shape[1]), xticklabels=list(table.columns), yticks=range(values.shape[0]),
+           yticklabels=list(ylabels) if ylabels is not None else [], title=title)
+    return image
+
+
+def plot_source_bars(ax, frame, sources: Sequence[str]):
+    """Bars of the best macro-F1 per feature source and classifier, with bootstrap-interval error bars."""
+    x = np.arange(len(sources))
+    for k, (clf, color) in enumerate(CLASSIFIER_COLORS.items()):
+        rows = frame[frame.classifier == clf].set_index("features").loc[list(sources)]
+        ax.bar(x + 0.36 * k - 0.18, rows.macro_f1, 0.34, color=color, label=clf,
+               yerr=[rows.macro_f1 - rows.ci_low, rows.ci_high - rows.macro_f1], capsize=3)
+    ax.set(xticks=x, xticklabels=[s.replace(", ", "\n") for s in sources], ylim=(0, 1))
+
+
+def plot_threshold_sweep(ax, sweeps: Mapping[str, Any], continuous: Mapping[str, float], thresholds: Sequence[float]):
+    """Macro-F1 against the threshold per classifier ``{clf: sweep table}`` with interval error bars, and each
+    classifier's score on the continuous counts as a dotted line."""
+    for clf, frame in sweeps.items():
+        color = CLASSIFIER_COLORS[clf]
+        ax.errorbar(frame.threshold, frame.macro_f1, yerr=[frame.macro_f1 - frame.ci_low,
+                    frame.ci_high - frame.macro_f1], fmt="o-", color=color, capsize=3, label=clf)
+        ax.axhline(continuous[clf], color=color, ls=":", lw=1, label=f"{clf}, continuous counts")
+    ax.set(xlabel="threshold t (top-n counts > t)", xticks=list(thresholds))
+
+
+def check_hidden_states_hook(model, fn: Callable[[int], str], layer: int,
+                             texts: Sequence[str] = ("The cat sat on the mat.", "Stocks fell sharply on Monday")):
+    """Exercise check: `fn(layer)` must name the hook equal to Hugging Face's ``hidden_states[layer]`` (BOS
+    included); raises an AssertionError with a hint otherwise."""
+    hf_model, tokenizer = model.original_model, model.tokenizer
+    for text in texts:
+        with torch.no_grad():
+            hf = hf_model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states[layer][0]
+        ours = extract(model, [text], fn(layer), pooling="none", include_bos=True, progress=False).tensor
+        if not torch.allclose(hf, ours, atol=1e-3, rtol=1e-3):
+            post = extract(model, [text], f"blocks.{layer - 1}.hook_resid_post", pooling="none", include_bos=True,
+                           progress=False).tensor
+            hint = (f" It does equal blocks.{layer - 1}.hook_resid_post: the stream entering block {layer} is the one"
+                    f" leaving block {layer - 1}." if torch.allclose(hf, post, atol=1e-3, rtol=1e-3) else "")
+            raise AssertionError(f"{fn(layer)} differs from hidden_states[{layer}] (max |diff| "
+                                 f"{(hf - ours).abs().max():.3g}).{hint}")
+    print(f"correct: {fn(layer)} equals Hugging Face's hidden_states[{layer}] on {len(texts)} texts, BOS included")
+
+
+def check_topn_counts(fn: Callable[[torch.Tensor, int], torch.Tensor], codes: torch.Tensor, k: int):
+    """Exercise check: `fn(codes, n)` must give the top-n vote counts of one text's codes [tokens, d_sae] that
+    `saelab.probing.pool_codes` gives, for n = 1, 5 and k + 8 (above a TopK SAE's k)."""
+    for n in (1, 5, k + 8):
+        expected = pool_codes(codes, [len(codes)], "topn", top_n=n)[0]
+        mine = fn(codes, n)
+        assert mine.shape == expected.shape, f"shape {tuple(mine.shape)}; expected [d_sae] = {tuple(expected.shape)}"
+        if not torch.equal(mine, expected):
+            if mine.sum() == len(codes) * n and expected.sum() < mine.sum():
+                raise AssertionError(f"with top_n={n} > k={k} you gave votes to inactive latents (code 0): "
+                                     "count only values > 0")
+            raise AssertionError(f"counts differ from probing.pool_codes for top_n={n}: each token should add 1 to "
+                                 f"each of its top_n latents (total votes {int(expected.sum())}, yours "
+                                 f"{int(mine.sum())})")
+    print(f"correct: your top-n counts match probing.pool_codes on a {len(codes)}-token tweet "
+          f"(top_n = 1, 5 and {k + 8})")
+
+
+__all__ = [
+    "CLASSIFIER_COLORS",
+    "ProbeLog",
+    "StageTimer",
+    "best_per_source",
+    "check_hidden_states_hook",
+    "check_topn_counts",
+    "plot_heatmap",
+    "plot_source_bars",
+    "plot_threshold_sweep",
+    "stack_texts",
+    "stratified",
+    "threshold_sweep",
+    "variant_probes",
+]
