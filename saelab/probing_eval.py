@@ -10,16 +10,15 @@ train/test rows and keeps one table row per fit, so every sweep of the notebook 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
-from saelab.activations import extract
-from saelab.probing import binarize_pair, fit_probe, max_value, pool_codes
+from saelab.probing import binarize_pair, fit_probe, max_value
+from saelab.tasks import stratified_sample
 
 CLASSIFIER_COLORS = {"logreg": "tab:blue", "tree": "tab:green"}
 
@@ -68,12 +67,8 @@ class StageTimer:
 
 
 def stratified(split, n: int, seed: int = 0) -> tuple[list[str], np.ndarray]:
-    """The first `n` texts and labels of a stratified shuffle of a task split (all of them when n is larger)."""
-    from sklearn.model_selection import train_test_split
-
-    if n >= len(split):
-        return list(split.texts), split.labels.copy()
-    keep, _ = train_test_split(np.arange(len(split)), train_size=n, stratify=split.labels, random_state=seed)
+    """`n` texts and labels of a task split, a stratified sample (all of them when n is larger), in source order."""
+    keep = stratified_sample(split.labels, n, seed, what="stratified")
     return [split.texts[i] for i in keep], split.labels[keep]
 
 
@@ -200,50 +195,11 @@ def plot_threshold_sweep(ax, sweeps: Mapping[str, Any], continuous: Mapping[str,
     ax.set(xlabel="threshold t (top-n counts > t)", xticks=list(thresholds))
 
 
-def check_hidden_states_hook(model, fn: Callable[[int], str], layer: int,
-                             texts: Sequence[str] = ("The cat sat on the mat.", "Stocks fell sharply on Monday")):
-    """Exercise check: `fn(layer)` must name the hook equal to Hugging Face's ``hidden_states[layer]`` (BOS
-    included); raises an AssertionError with a hint otherwise."""
-    hf_model, tokenizer = model.original_model, model.tokenizer
-    for text in texts:
-        with torch.no_grad():
-            hf = hf_model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states[layer][0]
-        ours = extract(model, [text], fn(layer), pooling="none", include_bos=True, progress=False).tensor
-        if not torch.allclose(hf, ours, atol=1e-3, rtol=1e-3):
-            post = extract(model, [text], f"blocks.{layer - 1}.hook_resid_post", pooling="none", include_bos=True,
-                           progress=False).tensor
-            hint = (f" It does equal blocks.{layer - 1}.hook_resid_post: the stream entering block {layer} is the one"
-                    f" leaving block {layer - 1}." if torch.allclose(hf, post, atol=1e-3, rtol=1e-3) else "")
-            raise AssertionError(f"{fn(layer)} differs from hidden_states[{layer}] (max |diff| "
-                                 f"{(hf - ours).abs().max():.3g}).{hint}")
-    print(f"correct: {fn(layer)} equals Hugging Face's hidden_states[{layer}] on {len(texts)} texts, BOS included")
-
-
-def check_topn_counts(fn: Callable[[torch.Tensor, int], torch.Tensor], codes: torch.Tensor, k: int):
-    """Exercise check: `fn(codes, n)` must give the top-n vote counts of one text's codes [tokens, d_sae] that
-    `saelab.probing.pool_codes` gives, for n = 1, 5 and k + 8 (above a TopK SAE's k)."""
-    for n in (1, 5, k + 8):
-        expected = pool_codes(codes, [len(codes)], "topn", top_n=n)[0]
-        mine = fn(codes, n)
-        assert mine.shape == expected.shape, f"shape {tuple(mine.shape)}; expected [d_sae] = {tuple(expected.shape)}"
-        if not torch.equal(mine, expected):
-            if mine.sum() == len(codes) * n and expected.sum() < mine.sum():
-                raise AssertionError(f"with top_n={n} > k={k} you gave votes to inactive latents (code 0): "
-                                     "count only values > 0")
-            raise AssertionError(f"counts differ from probing.pool_codes for top_n={n}: each token should add 1 to "
-                                 f"each of its top_n latents (total votes {int(expected.sum())}, yours "
-                                 f"{int(mine.sum())})")
-    print(f"correct: your top-n counts match probing.pool_codes on a {len(codes)}-token tweet "
-          f"(top_n = 1, 5 and {k + 8})")
-
-
 __all__ = [
     "CLASSIFIER_COLORS",
     "ProbeLog",
     "StageTimer",
     "best_per_source",
-    "check_hidden_states_hook",
-    "check_topn_counts",
     "plot_heatmap",
     "plot_source_bars",
     "plot_threshold_sweep",

@@ -198,7 +198,8 @@ def _class_counts_ok(labels: np.ndarray, what: str, names: Sequence[str] | None,
                              f"least {minimum} per class (use a larger n, or drop the class)")
 
 
-def _sample(labels: np.ndarray, size: int | None, seed: int, what: str, names: Sequence[str] | None) -> np.ndarray:
+def stratified_sample(labels: np.ndarray, size: int | None, seed: int = 0, what: str = "sample",
+                      names: Sequence[str] | None = None) -> np.ndarray:
     """Indices of a stratified random sample of `size` items; all indices when size is None or not smaller."""
     if size is None or size >= len(labels):
         return np.arange(len(labels))
@@ -228,7 +229,7 @@ def _split(labels: np.ndarray, *, n: int | None, test_size: float, seed: int, wh
            names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Stratified, seeded train/test indices into `labels`, optionally after a stratified cap to n items."""
     _check_n(n, test_size, len(np.unique(labels)))
-    pool = _sample(labels, n, seed, what, names)
+    pool = stratified_sample(labels, n, seed, what, names)
     _class_counts_ok(labels[pool], what, names)
     train, test = train_test_split(pool, test_size=test_size, stratify=labels[pool], random_state=seed)
     return train, test
@@ -242,8 +243,8 @@ def _given_splits(train_labels: np.ndarray, test_labels: np.ndarray, *, n: int |
             raise ValueError(f"{what}: the {split} split is empty")
     sizes = _check_n(n, test_size, len(np.unique(train_labels))) or (None, None)
     rng = np.random.default_rng(seed)  # the data set's own order is often sorted by class: shuffle it
-    return (rng.permutation(_sample(train_labels, sizes[0], seed, f"{what} train split", names)),
-            rng.permutation(_sample(test_labels, sizes[1], seed, f"{what} test split", names)))
+    return (rng.permutation(stratified_sample(train_labels, sizes[0], seed, f"{what} train split", names)),
+            rng.permutation(stratified_sample(test_labels, sizes[1], seed, f"{what} test split", names)))
 
 
 def _classification(name: str, texts: Sequence[str], labels: Sequence[int], label_names: list[str], source: str,
@@ -434,4 +435,5 @@ __all__ = [
     "WiCTask",
     "available_tasks",
     "load_task",
+    "stratified_sample",
 ]
