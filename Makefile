@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup lock test-latest system-deps lint report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
+.PHONY: setup lock test-latest system-deps lint zoo report test test-unit test-notebooks test-browser browser-deps lab bench clean-reports data
 
 LOCK := requirements.lock
 PIP_PIN := pip==26.3
@@ -50,8 +50,12 @@ test-latest:
 system-deps:
 	bash scripts/ensure_debian_package.sh wordnet-base /usr/share/wordnet/data.noun
 
-## The main job: every notebook in full mode -> reports/ (executed notebooks, HTML, findings.md)
-report: $(STAMP)
+## Every SAE the notebooks use, trained once into saelab's cache (resumable; SAELAB_SMOKE=1 for the small ones)
+zoo: $(STAMP)
+	$(PY) scripts/build_zoo.py --out reports
+
+## The main job: the zoo, then every notebook in full mode -> reports/ (executed notebooks, HTML, findings.md)
+report: zoo
 	$(PY) scripts/run_notebooks.py --out reports
 
 ## All tests: unit tests, then every notebook in smoke mode through nbval, then the widgets in a real browser

@@ -181,6 +181,7 @@ def extract(
     shard_size: int = 2048,
     allow_missing: bool = False,
     dataset: str | None = None,
+    storage_dtype: str = "float32",
     progress: bool = True,
 ) -> Activations:
     """Extract activations of `texts` at `hook` (a name or a list of names), pooled over real tokens.
@@ -203,7 +204,54 @@ def extract(
         allow_missing: when a selector finds no position in a text (or `max_length` leaves no token to pool),
             fill NaN and record it in `meta["missing"]` instead of raising.
         dataset: a name recorded in the metadata (for example the task name).
+        storage_dtype: "float32", or "float16" / "bfloat16" to halve memory and disk (the values come back in
+            that dtype; float16 raises if an activation exceeds its range). Part of the cache key.
     """
+    extractor, texts, shards, meta = _plan(model, texts, hook, pooling, batch_size, include_bos, positions,
+                                           max_length, cache, shard_size, allow_missing, dataset, storage_dtype)
+    bar = tqdm(total=len(texts), desc=f"extract {pooling}", unit="text", disable=not progress)
+    try:
+        if not cache:
+            parts = []
+            for shard in shards:
+                parts.append(extractor.run([texts[i] for i in shard], shard.start))
+                bar.update(len(shard))
+            result = concat_parts(parts, extractor.hooks)
+            meta.update(result.pop("_stats"))
+            return _as_activations(result, extractor.hooks, pooling, meta, None)
+        folder = _cache_folder(cache, meta)
+        extract_cached(extractor.run, extractor.hooks, texts, shards, folder, meta, bar)
+        return load_activations(folder, verify=False)
+    finally:
+        bar.close()
+
+
+def extract_to_cache(model, texts: Sequence[str], hook: str | Sequence[str], *, cache: bool | str | Path = True,
+                     batch_size: int = 32, max_length: int = 512, shard_size: int = 2048, dataset: str | None = None,
+                     storage_dtype: str = "float32", progress: bool = True) -> Path:
+    """Write the per-token activations of `texts` at `hook`(s) to an activation cache and return its folder,
+    without loading them: for corpora larger than memory, read back shard by shard (`ShardedTokens`).
+
+    The folder is the one `extract(..., pooling="none", cache=cache)` with the same arguments uses, so either
+    call resumes or reuses the other's work.
+    """
+    if not cache:
+        raise ValueError("extract_to_cache needs cache=True (saelab's cache folder) or a folder; "
+                         "for activations in memory call saelab.extract")
+    extractor, texts, shards, meta = _plan(model, texts, hook, "none", batch_size, False, None, max_length, cache,
+                                           shard_size, False, dataset, storage_dtype)
+    folder = _cache_folder(cache, meta)
+    with tqdm(total=len(texts), desc="extract tokens", unit="text", disable=not progress) as bar:
+        extract_cached(extractor.run, extractor.hooks, texts, shards, folder, meta, bar)
+    return folder
+
+
+STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _plan(model, texts, hook, pooling, batch_size, include_bos, positions, max_length, cache, shard_size,
+          allow_missing, dataset, storage_dtype):
+    """Check the arguments of an extraction; return (extractor, texts, shards, meta)."""
     texts = check_texts(texts)
     hooks = check_hooks(model, hook)
     if pooling not in POOLINGS:
@@ -234,28 +282,23 @@ def extract(
         "shard_size": shard_size,
         "saelab_version": __version__,
     }
+    if storage_dtype not in STORAGE_DTYPES:
+        raise ValueError(f"storage_dtype={storage_dtype!r}: choose one of {sorted(STORAGE_DTYPES)}")
+    if storage_dtype != "float32":  # recorded (and keyed) only when not the default, so float32 keys stay as before
+        meta["storage_dtype"] = storage_dtype
     meta["cache_key"] = sha256_text(*(f"{k}={meta[k]}" for k in sorted(meta) if k != "dataset"))
-
-    extractor = _Extractor(model, hooks, pooling, batch_size, include_bos, positions, max_length, allow_missing)
+    extractor = _Extractor(model, hooks, pooling, batch_size, include_bos, positions, max_length, allow_missing,
+                           STORAGE_DTYPES[storage_dtype])
     shards = [range(start, min(start + shard_size, len(texts))) for start in range(0, len(texts), shard_size)]
-    bar = tqdm(total=len(texts), desc=f"extract {pooling}", unit="text", disable=not progress)
-    try:
-        if not cache:
-            parts = []
-            for shard in shards:
-                parts.append(extractor.run([texts[i] for i in shard], shard.start))
-                bar.update(len(shard))
-            result = concat_parts(parts, hooks)
-            meta.update(result.pop("_stats"))
-            return _as_activations(result, hooks, pooling, meta, None)
-        folder = Path(cache_dir("activations") / meta["cache_key"][:24]) if cache is True else Path(cache)
-        if folder.exists() and not folder.is_dir():
-            raise NotADirectoryError(f"cache={str(folder)!r} is a file, not a folder: pass a folder for the "
-                                     "activation cache (it is created when missing), True, or None.")
-        extract_cached(extractor.run, extractor.hooks, texts, shards, folder, meta, bar)
-        return load_activations(folder, verify=False)
-    finally:
-        bar.close()
+    return extractor, texts, shards, meta
+
+
+def _cache_folder(cache: bool | str | Path, meta: dict) -> Path:
+    folder = Path(cache_dir("activations") / meta["cache_key"][:24]) if cache is True else Path(cache)
+    if folder.exists() and not folder.is_dir():
+        raise NotADirectoryError(f"cache={str(folder)!r} is a file, not a folder: pass a folder for the "
+                                 "activation cache (it is created when missing), True, or None.")
+    return folder
 
 
 def hook_names(model) -> list[str]:
@@ -290,8 +333,9 @@ def _raise_stop(activation, hook):
 class _Extractor:
     """Runs batches of texts through the model and pools their activations; one instance per `extract` call."""
 
-    def __init__(self, model, hooks, pooling, batch_size, include_bos, positions, max_length, allow_missing):
-        self.model, self.hooks, self.pooling = model, hooks, pooling
+    def __init__(self, model, hooks, pooling, batch_size, include_bos, positions, max_length, allow_missing,
+                 storage_dtype=torch.float32):
+        self.model, self.hooks, self.pooling, self.storage_dtype = model, hooks, pooling, storage_dtype
         self.batch_size, self.include_bos, self.positions = batch_size, include_bos, positions
         self.max_length, self.allow_missing = max_length, allow_missing
         self.stop_at_layer = stop_at_layer(model, hooks)
@@ -371,8 +415,15 @@ class _Extractor:
         results = []
         for row, (ids, keep) in enumerate(zip(batch_ids, batch_keep)):
             columns = [width - len(ids) + p for p in keep]
-            results.append({h: self._pool(cache[h][row, columns].float().cpu()) for h in self.hooks})
+            results.append({h: self._stored(self._pool(cache[h][row, columns].float().cpu()), h)
+                            for h in self.hooks})
         return results
+
+    def _stored(self, x: torch.Tensor, hook: str) -> torch.Tensor:
+        if self.storage_dtype == torch.float16 and x.abs().max() > torch.finfo(torch.float16).max:
+            raise ValueError(f"an activation at {hook} is {float(x.abs().max()):.4g}, beyond float16's range: "
+                             "use storage_dtype='bfloat16' (same range as float32) or 'float32'")
+        return x.to(self.storage_dtype)
 
     def _pool(self, x: torch.Tensor) -> torch.Tensor:
         if self.pooling == "none":
@@ -416,7 +467,9 @@ __all__ = [
     "Activations",
     "LastOccurrence",
     "TextTokens",
+    "STORAGE_DTYPES",
     "extract",
+    "extract_to_cache",
     "hook_names",
     "last_occurrence",
     "load_activations",

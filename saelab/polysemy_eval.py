@@ -1,9 +1,10 @@
 """notebook 05: scoring SAEs and baselines by PS-Eval, bootstrap intervals, the claims' verdicts, one pair explained.
 
 `evaluate_sae` / `evaluate_raw` / `random_sae_like` score codes read from a `saelab.polysemy.ProbeActivations` by
-the top-1 rule (and its Jaccard@k and ROC variants); `bootstrap_ci` / `paired_difference` put intervals on the
-metrics; `score_sae`, `baseline_row`, `plot_sweep` and the verdict helpers are the notebook's table and figure
-plumbing; `explain_pair` shows the top latents of one word in two contexts (the explorer widget's engine).
+the top-1 rule (and its Jaccard@k and ROC variants); `metric_estimate` / `metric_difference` (and their tuple and
+dict forms `bootstrap_ci` / `paired_difference`) put `saelab.stats` bootstrap intervals on the metrics; `score_sae`,
+`baseline_row`, `plot_sweep` and the verdict helpers are the notebook's table and figure plumbing; `explain_pair`
+shows the top latents of one word in two contexts (the explorer widget's engine).
 """
 
 from __future__ import annotations
@@ -36,6 +37,8 @@ from saelab.polysemy import (
     top_latents,
 )
 from saelab.sae import SAE
+from saelab.stats import Estimate, bootstrap_interval
+from saelab.stats import paired_difference as _paired_estimate
 from saelab.tasks import WiCPair
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -229,15 +232,16 @@ def ps_eval(model, sae, pairs: Sequence[WiCPair], *, read: str = "template", tem
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _boot_metric(labels: np.ndarray, same: np.ndarray, idx: np.ndarray, metric: str) -> np.ndarray:
-    lab, pred = labels[idx], same[idx]
-    tp = ((lab == 1) & pred).sum(1)
-    fn = ((lab == 1) & ~pred).sum(1)
-    fp = ((lab == 0) & pred).sum(1)
-    tn = ((lab == 0) & ~pred).sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return {"accuracy": (tp + tn) / (tp + fn + fp + tn), "precision": tp / (tp + fp), "recall": tp / (tp + fn),
-                "f1": 2 * tp / (2 * tp + fp + fn), "specificity": tn / (tn + fp)}[metric]
+def _statistic(metric: str):
+    """A metric of (labels, top-1 decisions) [..., n] along the last axis, for saelab.stats (NaN when undefined)."""
+    def statistic(labels: np.ndarray, same: np.ndarray, axis: int = -1) -> np.ndarray:
+        lab, pred = np.moveaxis(labels, axis, -1) == 1, np.moveaxis(same, axis, -1).astype(bool)
+        tp, fn = (lab & pred).sum(-1), (lab & ~pred).sum(-1)
+        fp, tn = (~lab & pred).sum(-1), (~lab & ~pred).sum(-1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return {"accuracy": (tp + tn) / (tp + fn + fp + tn), "precision": tp / (tp + fp),
+                    "recall": tp / (tp + fn), "f1": 2 * tp / (2 * tp + fp + fn), "specificity": tn / (tn + fp)}[metric]
+    return statistic
 
 
 def _check_metric(metric: str) -> None:
@@ -245,29 +249,42 @@ def _check_metric(metric: str) -> None:
         raise ValueError(f"metric must be one of {METRICS}, got {metric!r}")
 
 
+def metric_estimate(result: PSEvalResult, metric: str = "specificity", *, n_boot: int = 2000, level: float = 0.95,
+                    seed: int = 0) -> Estimate:
+    """A metric with its percentile bootstrap interval over pairs (`saelab.stats.bootstrap_interval`; resamples
+    where the metric is undefined, e.g. specificity with no different-sense pair drawn, are dropped)."""
+    _check_metric(metric)
+    return bootstrap_interval(_statistic(metric), result.labels, result.same, level=level, n_resamples=n_boot,
+                              seed=seed)
+
+
+def metric_difference(a: PSEvalResult, b: PSEvalResult, metric: str = "specificity", *, n_boot: int = 2000,
+                      level: float = 0.95, seed: int = 0) -> Estimate:
+    """metric(a) - metric(b) on the same pairs, with a paired bootstrap interval (the same resampled pairs for both):
+    the estimate to hand to `saelab.stats.verdict`."""
+    _check_metric(metric)
+    if len(a) != len(b) or not np.array_equal(a.labels, b.labels):
+        raise ValueError(f"{a.name!r} and {b.name!r} were scored on different pairs; compare results of one probe set.")
+    return _paired_estimate(_statistic(metric), (a.labels, a.same), (b.labels, b.same), level=level,
+                            n_resamples=n_boot, seed=seed)
+
+
 def bootstrap_ci(result: PSEvalResult, metric: str = "specificity", n_boot: int = 2000, level: float = 0.95,
                  seed: int = 0) -> tuple[float, float]:
-    """Percentile bootstrap interval of a metric, resampling pairs."""
-    _check_metric(metric)
-    idx = np.random.default_rng(seed).integers(0, len(result), size=(n_boot, len(result)))
-    values = _boot_metric(result.labels, result.same, idx, metric)
-    low, high = np.nanpercentile(values, [50 * (1 - level), 50 * (1 + level)])
-    return float(low), float(high)
+    """Percentile bootstrap interval of a metric, resampling pairs: `metric_estimate`'s (low, high)."""
+    est = metric_estimate(result, metric, n_boot=n_boot, level=level, seed=seed)
+    return est.low, est.high
 
 
 def paired_difference(a: PSEvalResult, b: PSEvalResult, metric: str = "specificity", n_boot: int = 2000,
                       level: float = 0.95, seed: int = 0) -> dict[str, float]:
     """metric(a) - metric(b) on the same pairs, with a paired bootstrap interval (the same resampled pairs for both).
 
-    The interval excluding 0 is the evidence this module's notebook calls a difference.
+    The interval excluding 0 is the evidence this module's notebook calls a difference; `metric_difference` gives
+    the same as an `Estimate` for `saelab.stats.verdict`.
     """
-    _check_metric(metric)
-    if len(a) != len(b) or not np.array_equal(a.labels, b.labels):
-        raise ValueError(f"{a.name!r} and {b.name!r} were scored on different pairs; compare results of one probe set.")
-    idx = np.random.default_rng(seed).integers(0, len(a), size=(n_boot, len(a)))
-    diff = _boot_metric(a.labels, a.same, idx, metric) - _boot_metric(b.labels, b.same, idx, metric)
-    low, high = np.nanpercentile(diff, [50 * (1 - level), 50 * (1 + level)])
-    return {"difference": a.metrics[metric] - b.metrics[metric], "low": float(low), "high": float(high)}
+    est = metric_difference(a, b, metric, n_boot=n_boot, level=level, seed=seed)
+    return {"difference": a.metrics[metric] - b.metrics[metric], "low": est.low, "high": est.high}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -460,6 +477,8 @@ __all__ = [
     "evaluate_sae",
     "explain_pair",
     "format_difference",
+    "metric_difference",
+    "metric_estimate",
     "paired_difference",
     "plot_sweep",
     "ps_eval",

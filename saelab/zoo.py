@@ -1,13 +1,18 @@
-"""Train-once SAEs for the research notebooks: describe an SAE, get it from the cache or train it.
+"""Train-once SAEs for the research notebooks: describe an SAE, get it from the cache or train it, check its quality.
 
-Notebooks 03-06 sweep layers, components, widths and architectures. Each SAE they need is described by an
-`SAESpec`; `get_saes(model, specs)` loads the ones already in saelab's cache and trains the rest with
-`saelab.train_sae` on token activations of one shared offline corpus (`training_texts`). All missing hooks are
-extracted in one forward pass over the corpus. A cached SAE is reused only when its recorded key (model weights,
-hook, SAE and training config, corpus) matches the spec's, so a changed recipe never silently loads a stale SAE.
+Notebooks 02 and 04-06 sweep layers, components, widths and architectures. Each SAE they need is an `SAESpec`
+(`zoo_spec`; the notebooks' own lists are in `zoo_catalog`). `get_saes(model, specs)` loads the ones already in
+saelab's cache and trains the rest with `saelab.train_sae` on one shared offline corpus (`training_texts`, about 1M
+tokens), extracted once at every hook any notebook needs and kept in float16 on disk. Training checkpoints, so a
+killed build resumes where it stopped. A cached SAE is reused only when its recorded key (model weights, spec,
+corpus, saelab version) matches, so a changed recipe never silently loads a stale SAE.
 
-    specs = [zoo.SAESpec(f"blocks.{layer}.hook_resid_post") for layer in (3, 9, 15)]
-    saes = zoo.get_saes(model, specs)           # {spec: SAE}, trained once, then loaded in seconds
+Every zoo SAE is scored on held-out texts when it is trained (explained variance, CE loss score, L0, share of
+latents alive) and checked against its architecture's `QUALITY_GATES`; `table` lists them, and a verdict that rests
+on an SAE below its gate is not a finding (`gate`). `build` (`make zoo`) trains every SAE of the catalog.
+
+    saes = zoo.get_saes(model, zoo_catalog.notebook_specs(model, "05"))   # {name: SAE}, trained once
+    zoo.table(model, zoo_catalog.notebook_specs(model, "05"))             # their numbers and gates
 """
 
 from __future__ import annotations
@@ -15,102 +20,98 @@ from __future__ import annotations
 import dataclasses
 import json
 import random
-from collections.abc import Sequence
+import shutil
+import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from tqdm.auto import tqdm
 
 from saelab._version import __version__
 from saelab.activation_cache import ShardedTokens
-from saelab.activations import extract
+from saelab.activations import extract_to_cache, load_activations
+from saelab.checkpoints import find_checkpoints
 from saelab.config import cache_dir, smoke_mode
 from saelab.io import read_json, sha256_text
-from saelab.models import model_fingerprint, model_name
-from saelab.sae import SAE, SAEConfig
+from saelab.metrics import core_metrics, reconstruction_metrics
+from saelab.models import load_model, model_fingerprint, model_name
+from saelab.sae import SAE
 from saelab.tasks import load_task
-from saelab.train import TrainConfig, train_sae
+from saelab.train import train_sae
+from saelab.zoo_catalog import all_specs, catalog_hooks
+from saelab.zoo_spec import SAESpec
 
-#: the shared training corpus: a stratified sample of tweets plus every WordNet-topics training sentence
-CORPUS_TWEETS = 10_000
-CORPUS_TWEETS_SMOKE = 500
 CORPUS_NAME = "tweet-sentiment+wordnet-topics"
+CORPUS_TWEETS_SMOKE, CORPUS_TOPICS_SMOKE = 500, 200
+STORAGE_DTYPE = "float16"  # halves disk and I/O; bench: held-out EV moves by < 0.001 (docs/design.md)
+HELDOUT = {"tweets": 600, "topics": 200, "ce_texts": 16}
+HELDOUT_SMOKE = {"tweets": 60, "topics": 20, "ce_texts": 2}
 
 
-def training_texts(n_tweets: int | None = None) -> list[str]:
-    """The offline SAE training corpus: the training splits of `tweet-sentiment` (a stratified sample of
-    `n_tweets`, default 10,000; 500 in smoke mode) and `wordnet-topics`, shuffled with seed 0.
+@dataclass(frozen=True)
+class QualityGate:
+    """The least an SAE must reach on held-out text before a verdict may rest on it."""
 
-    Held-out (test-split) texts are never in it, so notebooks can evaluate on them. It is the corpus notebook 02
-    trains on, so the token cache it wrote is reused.
-    """
-    if n_tweets is None:
-        n_tweets = CORPUS_TWEETS_SMOKE if smoke_mode() else CORPUS_TWEETS
-    tweets = load_task("tweet-sentiment", n=n_tweets)
-    topics = load_task("wordnet-topics", n=200 if smoke_mode() else None)
+    min_explained_variance: float
+    min_ce_loss_score: float
+    min_frac_alive: float
+    max_l0: float | None = None
+
+    def check(self, quality: Mapping[str, float]) -> list[str]:
+        """What falls short, as readable reasons ([] when the SAE passes)."""
+        short = []
+        for key, least in (("explained_variance", self.min_explained_variance),
+                           ("ce_loss_score", self.min_ce_loss_score), ("frac_alive", self.min_frac_alive)):
+            if quality[key] < least:
+                short.append(f"{key} {quality[key]:.3f} < {least}")
+        if self.max_l0 is not None and quality["l0"] > self.max_l0:
+            short.append(f"l0 {quality['l0']:.0f} > {self.max_l0:g}")
+        return short
+
+
+#: declared before the zoo was built. TopK-style SAEs fix L0 by k; ReLU and JumpReLU choose their own L0, so they
+#: get an L0 ceiling (denser codes reconstruct more, and would pass on density alone) and a lower EV bar
+QUALITY_GATES = {
+    "topk": QualityGate(0.8, 0.9, 0.5),
+    "batchtopk": QualityGate(0.8, 0.9, 0.5),
+    "relu": QualityGate(0.7, 0.85, 0.3, max_l0=128),
+    "jumprelu": QualityGate(0.7, 0.85, 0.3, max_l0=128),
+}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# The corpus
+# ------------------------------------------------------------------------------------------------------------------
+
+def training_texts(smoke: bool | None = None) -> list[str]:
+    """The offline SAE training corpus: every training-split text of `tweet-sentiment` (cleaned on load) and of
+    `wordnet-topics` (29,737 + the topic sentences, about 1M tokens), shuffled with seed 0; in smoke mode 500
+    tweets and 200 topic sentences. Test-split texts are never in it: `heldout_texts` draws from them."""
+    smoke = smoke_mode() if smoke is None else smoke
+    tweets = load_task("tweet-sentiment", n=CORPUS_TWEETS_SMOKE if smoke else None)
+    topics = load_task("wordnet-topics", n=CORPUS_TOPICS_SMOKE if smoke else None)
     texts = tweets.train.texts + topics.train.texts
     random.Random(0).shuffle(texts)
     return texts
 
 
-@dataclass(frozen=True)
-class SAESpec:
-    """One SAE to get: where it reads (`hook`), what it is, and how long it trains.
+def heldout_texts(smoke: bool | None = None) -> list[str]:
+    """Test-split texts for the quality scores (600 tweets and 200 topic sentences; 60 and 20 in smoke mode)."""
+    sizes = HELDOUT_SMOKE if (smoke_mode() if smoke is None else smoke) else HELDOUT
+    return (load_task("tweet-sentiment").test.texts[:sizes["tweets"]]
+            + load_task("wordnet-topics").test.texts[:sizes["topics"]])
 
-    `options` go to `SAEConfig` (e.g. ``{"l1_coefficient": 0.3}``) and `train_options` to `TrainConfig`
-    (e.g. ``{"decay": "cosine"}``); both are stored as sorted tuples so a spec can be a dict key. The trainer cycles
-    over the corpus when `n_tokens` exceeds it.
-    """
 
-    hook: str
-    architecture: str = "topk"
-    d_sae: int = 4096
-    k: int | None = 32
-    n_tokens: int = 200_000
-    batch_size: int = 4096
-    lr: float = 2e-3
-    seed: int = 0
-    normalize_activations: str = "expected_average_only_in"
-    options: tuple[tuple[str, Any], ...] = ()
-    train_options: tuple[tuple[str, Any], ...] = ()
+def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
+    return {"name": name, "fingerprint": sha256_text(*texts)[:16], "n_texts": len(texts), "storage": STORAGE_DTYPE}
 
-    def __post_init__(self) -> None:
-        for name in ("options", "train_options"):
-            value = getattr(self, name)
-            if isinstance(value, dict):
-                object.__setattr__(self, name, tuple(sorted(value.items())))
-        if self.architecture not in ("topk", "batchtopk"):
-            object.__setattr__(self, "k", None)
-        try:  # a bad k, architecture or option fails here, not after a long extraction
-            self.sae_config(d_in=1)
-            self.train_config()
-        except (TypeError, ValueError) as err:
-            raise ValueError(f"SAESpec for {self.hook!r}: {err}") from None
 
-    @property
-    def label(self) -> str:
-        """A short readable name, e.g. ``topk k=32 d_sae=4096 @ blocks.6.hook_resid_post``."""
-        extra = " ".join(f"{key}={value:g}" if isinstance(value, float) else f"{key}={value}"
-                         for key, value in self.options)
-        sparsity = f"k={self.k} " if self.k is not None else ""
-        return f"{self.architecture} {sparsity}{extra + ' ' if extra else ''}d_sae={self.d_sae} @ {self.hook}"
-
-    def sae_config(self, d_in: int) -> SAEConfig:
-        return SAEConfig(d_in=d_in, d_sae=self.d_sae, architecture=self.architecture, k=self.k,
-                         normalize_activations=self.normalize_activations, hook_name=self.hook,
-                         **dict(self.options))
-
-    def train_config(self) -> TrainConfig:
-        return TrainConfig(n_tokens=self.n_tokens, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           log_every=10, **dict(self.train_options))
-
-    def scaled_for_smoke(self) -> SAESpec:
-        """The same SAE, shrunk for smoke runs: at most 512 latents and 20 steps of 512 tokens."""
-        d_sae = min(self.d_sae, 512)
-        k = None if self.k is None else min(self.k, d_sae)
-        return dataclasses.replace(self, d_sae=d_sae, k=k, n_tokens=20 * 512, batch_size=512)
-
+# ------------------------------------------------------------------------------------------------------------------
+# Keys, folders, gates
+# ------------------------------------------------------------------------------------------------------------------
 
 def spec_key(model, spec: SAESpec, corpus: dict[str, Any]) -> str:
     """What identifies a trained SAE: model weights, the spec, the corpus and the saelab version's trainer."""
@@ -125,6 +126,18 @@ def sae_folder(model, spec: SAESpec, key: str) -> Path:
     return cache_dir("saes") / "zoo" / name
 
 
+def gate(sae: SAE) -> tuple[bool, str]:
+    """(passes, why) for a zoo SAE: smoke-size SAEs and SAEs below their architecture's gate never pass."""
+    meta = sae.cfg.metadata
+    quality = meta.get("zoo_quality")
+    if quality is None:
+        return False, "no quality record (not a zoo SAE): its gate cannot be checked"
+    if meta.get("zoo_spec", {}).get("smoke"):
+        return False, "smoke-size SAE: not a finding"
+    short = QUALITY_GATES[sae.architecture].check(quality)
+    return (not short), ("passes its quality gate" if not short else "below quality gate: " + "; ".join(short))
+
+
 def _cached(folder: Path, key: str) -> SAE | None:
     """The SAE saved at `folder` if it is complete and was trained for `key`; None otherwise."""
     try:
@@ -134,56 +147,110 @@ def _cached(folder: Path, key: str) -> SAE | None:
         return None
 
 
-def get_saes(model, specs: Sequence[SAESpec], *, texts: Sequence[str] | None = None, corpus_name: str | None = None,
-             smoke: bool | None = None, progress: bool = True) -> dict[SAESpec, SAE]:
-    """Load each SAE of `specs` from the cache, training the missing ones; returns ``{spec: SAE}`` in order.
+# ------------------------------------------------------------------------------------------------------------------
+# Getting SAEs
+# ------------------------------------------------------------------------------------------------------------------
 
-    texts: the training corpus (default `training_texts()`); pass `corpus_name` with your own texts.
-    smoke: shrink every spec (`SAESpec.scaled_for_smoke`); defaults to `saelab.smoke_mode()`. The returned
-        dict is keyed by the specs you passed either way.
-    """
-    example = "pass a list such as [saelab.SAESpec('blocks.6.hook_resid_post')]"
-    try:
-        specs = list(specs)
-    except TypeError:
-        raise TypeError(f"specs must be a list of SAESpec, not {specs!r}: {example}") from None
-    if not specs:
-        raise ValueError(f"get_saes needs at least one SAESpec: {example}")
-    wrong = [s for s in specs if not isinstance(s, SAESpec)]
-    if wrong:
-        raise TypeError(f"specs must hold SAESpec objects, not {wrong[0]!r}: wrap it as saelab.SAESpec(...)")
-    if len(set(specs)) != len(specs):
-        raise ValueError("the same SAESpec appears twice in specs: give each SAESpec once")
-    smoke = smoke_mode() if smoke is None else smoke
+def _corpus(texts: Sequence[str] | None, corpus_name: str | None, smoke: bool) -> tuple[list[str], dict[str, Any]]:
     if texts is None:
-        texts, corpus_name = training_texts(), CORPUS_NAME
+        texts, corpus_name = training_texts(smoke), CORPUS_NAME
     elif not corpus_name:
         raise ValueError("pass corpus_name= to name your own training texts (it is recorded with each SAE)")
-    texts = list(texts)
-    corpus = {"name": corpus_name, "fingerprint": sha256_text(*texts)[:16], "n_texts": len(texts)}
-    actual = {spec: spec.scaled_for_smoke() if smoke else spec for spec in specs}
-    keys = {spec: spec_key(model, actual[spec], corpus) for spec in specs}
-    result = {spec: _cached(sae_folder(model, actual[spec], keys[spec]), keys[spec]) for spec in specs}
-    missing = [spec for spec in specs if result[spec] is None]
+    return list(texts), corpus_record(texts, corpus_name)
+
+
+def _check_specs(specs) -> dict[Any, SAESpec]:
+    example = "pass a list such as [saelab.SAESpec('blocks.6.hook_resid_post')] or a {name: SAESpec} dict"
+    if isinstance(specs, Mapping):
+        named = dict(specs)
+    else:
+        try:
+            named = {spec: spec for spec in specs}
+        except TypeError:
+            raise TypeError(f"specs must be a list of SAESpec, not {specs!r}: {example}") from None
+        if len(named) != len(list(specs)):
+            raise ValueError("the same SAESpec appears twice in specs: give each SAESpec once")
+    if not named:
+        raise ValueError(f"get_saes needs at least one SAESpec: {example}")
+    wrong = [s for s in named.values() if not isinstance(s, SAESpec)]
+    if wrong:
+        raise TypeError(f"specs must hold SAESpec objects, not {wrong[0]!r}: wrap it as saelab.SAESpec(...)")
+    return named
+
+
+def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: Sequence[str] | None = None,
+             corpus_name: str | None = None, smoke: bool | None = None, progress: bool = True) -> dict[Any, SAE]:
+    """Load each SAE of `specs` from the cache, training the missing ones.
+
+    specs: a list of SAESpec (returns ``{spec: SAE}``) or a ``{name: SAESpec}`` dict (returns ``{name: SAE}``).
+    texts: the training corpus (default `training_texts()`); pass `corpus_name` with your own texts.
+    smoke: shrink every spec (`SAESpec.scaled_for_smoke`); defaults to `saelab.smoke_mode()`.
+    """
+    named = _check_specs(specs)
+    smoke = smoke_mode() if smoke is None else smoke
+    default_corpus = texts is None
+    texts, corpus = _corpus(texts, corpus_name, smoke)
+    actual = {spec: spec.scaled_for_smoke() if smoke else spec for spec in set(named.values())}
+    keys = {spec: spec_key(model, actual[spec], corpus) for spec in actual}
+    found = {spec: _cached(sae_folder(model, actual[spec], keys[spec]), keys[spec]) for spec in actual}
+    missing = list({keys[spec]: spec for spec in actual if found[spec] is None}.values())  # smoke: widths merge
     if missing:
-        hooks = sorted({spec.hook for spec in missing})
-        tokens = extract(model, texts, hooks, pooling="none", cache=True, dataset=corpus_name, progress=progress)
-        folder = tokens.folder
-        del tokens  # the trainer streams from the shards on disk
-        bar = tqdm(missing, desc="training SAEs", disable=not progress)
-        for spec in bar:
+        needed = {spec.hook for spec in missing}
+        shared = set(catalog_hooks(model))  # one extraction serves every notebook
+        hooks = sorted(shared if default_corpus and needed <= shared else needed)
+        folder = extract_to_cache(model, texts, hooks, dataset=corpus_name, storage_dtype=STORAGE_DTYPE,
+                                  progress=progress)
+        heldout = Heldout(model, hooks, smoke, progress)
+        bar = tqdm(total=sum(actual[s].tokens for s in missing), desc="training SAEs", unit="tok", unit_scale=True,
+                   disable=not progress)
+        for spec in missing:
             bar.set_postfix_str(spec.label)
-            result[spec] = _train_one(model, actual[spec], keys[spec], folder)
-    return result
+            trained = _train_one(model, actual[spec], keys[spec], folder, heldout, bar)
+            found |= {same: trained for same in actual if keys[same] == keys[spec]}
+        bar.close()
+    return {name: found[spec] for name, spec in named.items()}
 
 
-def _train_one(model, spec: SAESpec, key: str, token_folder: Path) -> SAE:
+class Heldout:
+    """Held-out token activations (float32) and texts for scoring a newly trained SAE."""
+
+    def __init__(self, model, hooks: list[str], smoke: bool, progress: bool):
+        texts = heldout_texts(smoke)
+        sizes = HELDOUT_SMOKE if smoke else HELDOUT
+        self.ce_texts = texts[:sizes["ce_texts"]]
+        folder = extract_to_cache(model, texts, hooks, dataset="zoo held-out", storage_dtype=STORAGE_DTYPE,
+                                  progress=progress)
+        self.acts = {h: t.float() for h, t in load_activations(folder).acts.items()}
+
+    def quality(self, model, sae: SAE) -> dict[str, float]:
+        core = core_metrics(sae, self.acts[sae.cfg.hook_name], progress=False)
+        recon = reconstruction_metrics(model, sae, self.ce_texts, progress=False)
+        scores = {key: float(core[key]) for key in ("explained_variance", "l0", "frac_alive")}
+        return scores | {"ce_loss_score": float(recon["ce_loss_score"]), "n_tokens": int(core["n_tokens"])}
+
+
+def _train_one(model, spec: SAESpec, key: str, token_folder: Path, heldout: Heldout, bar) -> SAE:
+    folder = sae_folder(model, spec, key)
+    ckpt_dir = folder.with_name(folder.name + ".checkpoints")
     source = ShardedTokens(token_folder, spec.hook)
-    sae = train_sae(source, spec.sae_config(source.d_in), spec.train_config(), progress=False)
-    sae.cfg.metadata["zoo_key"] = key
-    sae.cfg.metadata["zoo_spec"] = dataclasses.asdict(spec)
-    folder = sae.save(sae_folder(model, spec, key))
-    return SAE.load(folder)  # what later runs will load (BatchTopK comes back in its thresholded form)
+    tcfg = spec.train_config(checkpoint_dir=str(ckpt_dir),
+                             checkpoint_every=max(10, spec.tokens // spec.batch_size // 10))
+    resume = bool(find_checkpoints(ckpt_dir))
+    done = [0]
+
+    def advance(step: int, sae: SAE, metrics: dict[str, float]) -> None:
+        if not done[0]:  # a resumed run starts at its checkpoint's step
+            bar.update((step - 1) * spec.batch_size)
+        done[0] = step
+        bar.update(spec.batch_size)
+
+    started = time.perf_counter()
+    sae = train_sae(source, spec.sae_config(source.d_in), tcfg, callback=advance, resume=resume, progress=False)
+    sae.cfg.metadata.update(zoo_key=key, zoo_spec=dataclasses.asdict(spec), zoo_seconds=time.perf_counter() - started)
+    sae.cfg.metadata["zoo_quality"] = heldout.quality(model, sae)
+    saved = SAE.load(sae.save(folder))  # what later runs will load (BatchTopK comes back in its thresholded form)
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    return saved
 
 
 def get_sae(model, hook: str, architecture: str = "topk", **spec_fields: Any) -> SAE:
@@ -193,4 +260,49 @@ def get_sae(model, hook: str, architecture: str = "topk", **spec_fields: Any) ->
     return get_saes(model, [spec], progress=progress)[spec]
 
 
-__all__ = ["SAESpec", "get_sae", "get_saes", "training_texts", "spec_key", "sae_folder", "CORPUS_NAME"]
+# ------------------------------------------------------------------------------------------------------------------
+# The zoo at a glance, and building all of it
+# ------------------------------------------------------------------------------------------------------------------
+
+def table(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec] | None = None, *, texts: Sequence[str] | None = None,
+          corpus_name: str | None = None, smoke: bool | None = None) -> pd.DataFrame:
+    """Every SAE of `specs` (default: the whole catalog for `model`) with its held-out numbers and its gate;
+    reads the cache only (an SAE not built yet shows as such). `texts` / `corpus_name` as in `get_saes`."""
+    smoke = smoke_mode() if smoke is None else smoke
+    named = _check_specs(specs if specs is not None else list(all_specs(model)))
+    corpus = _corpus(texts, corpus_name, smoke)[1]
+    rows = []
+    for name, spec in named.items():
+        actual = spec.scaled_for_smoke() if smoke else spec
+        key = spec_key(model, actual, corpus)
+        sae = _cached(sae_folder(model, actual, key), key)
+        row = {"name": name if not isinstance(name, SAESpec) else spec.label, "architecture": spec.architecture,
+               "d_sae": actual.d_sae, "hook": spec.hook, "train tokens": actual.tokens}
+        if sae is None:
+            rows.append(row | {"gate": "not built (run make zoo)"})
+            continue
+        quality = sae.cfg.metadata["zoo_quality"]
+        passes, why = gate(sae)
+        rows.append(row | {k: round(quality[k], 3) for k in ("explained_variance", "ce_loss_score", "l0",
+                                                            "frac_alive")}
+                    | {"minutes": round(sae.cfg.metadata.get("zoo_seconds", 0) / 60, 1),
+                       "gate": "pass" if passes else why})
+    return pd.DataFrame(rows).set_index("name")
+
+
+def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bool | None = None,
+          progress: bool = True) -> pd.DataFrame:
+    """Train every SAE of the catalog for each model (`make zoo`); idempotent and resumable (cached SAEs load,
+    a killed training run continues from its last checkpoint). Returns the zoo table with a `model` column."""
+    frames = []
+    for name in models:
+        model = load_model(name)
+        specs = list(all_specs(model))
+        if specs:
+            get_saes(model, specs, smoke=smoke, progress=progress)
+            frames.append(table(model, specs, smoke=smoke).assign(model=name))
+    return pd.concat(frames) if frames else pd.DataFrame()
+
+
+__all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "build", "corpus_record",
+           "gate", "get_sae", "get_saes", "heldout_texts", "sae_folder", "spec_key", "table", "training_texts"]

@@ -214,3 +214,22 @@ def test_pool_hand_computed_example():
     assert torch.isnan(acts.pool("mean")["h"][2]).all()
     with pytest.raises(ValueError, match="already 'mean'-pooled"):
         acts.pool("mean").pool("max")
+
+
+def test_extract_to_cache_writes_what_extract_reads_and_half_precision_storage(tiny, tmp_path):
+    from saelab.activations import extract_to_cache
+
+    texts = ["The cat sat on the mat.", "Dogs bark at night!", "Sparse autoencoders find features."]
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.hook_resid_post"]
+    folder = extract_to_cache(tiny, texts, hooks, cache=tmp_path / "f", shard_size=2, progress=False)
+    full = extract(tiny, texts, hooks, "none", cache=tmp_path / "f", shard_size=2, progress=False)
+    assert full.folder == folder  # the same cache: neither call repeats the other's work
+    stream = ShardedTokens(folder, hooks[1])
+    assert torch.equal(torch.cat([stream.chunk(i) for i in range(len(stream))]), full.acts[hooks[1]])
+    half = extract(tiny, texts, hooks, "none", cache=tmp_path / "half", storage_dtype="float16", progress=False)
+    assert half.acts[hooks[1]].dtype == torch.float16 and half.meta["storage_dtype"] == "float16"
+    torch.testing.assert_close(half.acts[hooks[1]].float(), full.acts[hooks[1]], rtol=1e-3, atol=1e-3)
+    with pytest.raises(ValueError, match="storage_dtype"):
+        extract(tiny, texts, hooks, "none", storage_dtype="int8", progress=False)
+    with pytest.raises(ValueError, match="needs cache"):
+        extract_to_cache(tiny, texts, hooks, cache=None)

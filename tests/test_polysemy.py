@@ -105,6 +105,9 @@ def test_bootstrap_and_paired_difference():
     other = pse.evaluate_codes(codes[:4], LABELS[:4])
     with pytest.raises(ValueError, match="different pairs"):
         pse.paired_difference(a, other)
+    est = pse.metric_estimate(a, "specificity", n_boot=500)
+    assert (est.low, est.high) == (low, high) and est.value == pytest.approx(a.metrics["specificity"])
+    assert pse.metric_difference(a, a, "recall", n_boot=100).high == 0.0
     with pytest.raises(ValueError, match="metric must be"):
         pse.bootstrap_ci(a, "auc")
 

@@ -158,6 +158,22 @@ def test_macro_f1_matches_sklearn():
         probing_scores.macro_f1(y_true, y_pred[:-1])
 
 
+def test_macro_f1_difference_is_a_paired_bootstrap():
+    rng = np.random.default_rng(2)
+    y_true = rng.integers(0, 3, 300)
+    good = np.where(rng.random(300) < 0.9, y_true, rng.integers(0, 3, 300))
+    poor = np.where(rng.random(300) < 0.5, y_true, rng.integers(0, 3, 300))
+    d = probing_scores.macro_f1_difference(y_true, good, poor, n_boot=500)
+    assert d.value == pytest.approx(f1_score(y_true, good, average="macro") - f1_score(y_true, poor, average="macro"))
+    assert d.low > 0 and d.n == 300
+    same = probing_scores.macro_f1_difference(y_true, good, good, n_boot=100)
+    assert (same.value, same.low, same.high) == (0.0, 0.0, 0.0)
+    score = probing_scores.macro_f1(y_true, good, n_boot=300, level=0.9)
+    assert (score.estimate.low, score.estimate.high, score.estimate.level) == (score.low, score.high, 0.9)
+    with pytest.raises(ValueError, match="same"):
+        probing_scores.macro_f1_difference(y_true, good, poor[:-1])
+
+
 def synthetic(n=240, d=30, seed=0):
     """Counts-like features where column 7 decides the class (plus noise columns)."""
     rng = np.random.default_rng(seed)

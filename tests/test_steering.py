@@ -4,6 +4,7 @@ split, Kendall's tau-b, bad input, and that no hook survives an error."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -349,6 +350,22 @@ def test_kendall_tau_b_by_hand():
     assert se.kendall_tau([1, 1, 2, 3, 4], [1, 2, 3, 4, 5], n_boot=10)["tau"] == pytest.approx(9 / math.sqrt(90))
     with pytest.raises(ValueError, match="at least 3"):
         se.kendall_tau([1, 2], [2, 1])
+
+
+def test_kendall_tau_b_vectorised_matches_scipy():
+    from scipy.stats import kendalltau
+
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 4, (30, 9)).astype(float), rng.integers(0, 4, (30, 9)).astype(float)  # many ties
+    for got, a, b in zip(se.kendall_tau_b(x, y), x, y):
+        assert got == pytest.approx(kendalltau(a, b, variant="b").statistic, nan_ok=True)
+    assert math.isnan(se.kendall_tau_b(np.ones(5), np.arange(5.0)))
+    assert se.kendall_tau_b(x.T, y.T, axis=0) == pytest.approx(se.kendall_tau_b(x, y), nan_ok=True)
+    with pytest.warns(DeprecationWarning, match="level"):
+        old = se.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=200, confidence=0.8)
+    narrow = se.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=200, level=0.8)
+    wide = se.kendall_tau([1, 2, 3, 4, 5], [1, 3, 2, 5, 4], n_boot=200)
+    assert old == narrow and narrow["high"] - narrow["low"] <= wide["high"] - wide["low"]
 
 
 # ---- bad input, and no stray hooks after an error -----------------------------------------------------------------

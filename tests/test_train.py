@@ -17,6 +17,7 @@ from saelab.activations import extract
 from saelab.checkpoints import find_checkpoints
 from saelab.metrics import core_metrics
 from saelab.sae import SAE, SAEConfig
+from saelab.tasks import load_task
 from saelab.train import TrainConfig, geometric_median, lr_at, remove_parallel_gradient, train_sae
 from saelab.train_data import BatchStream, TensorSource, TokenSource
 from saelab.train_sparse import auxk_loss_dense, auxk_loss_sparse, sparse_forward
@@ -255,6 +256,43 @@ def test_trainer_applies_auxk_to_dead_latents():
     assert moved_without < 1e-6  # a dead latent gets no gradient from the reconstruction alone (renorm: rounding)
     assert moved_with > 1e-3
     assert "aux_k" in with_aux.training_log[-1] and without.training_log[-1]["dead_fraction"] >= 0.5
+
+
+def test_dead_threshold_scales_with_the_run():
+    assert TrainConfig(n_tokens=2_000_000, batch_size=4096).dead_threshold == int(0.1 * 489 * 4096)
+    assert TrainConfig(n_steps=3, batch_size=4096).dead_threshold == 4096  # at least one batch
+    assert TrainConfig(n_tokens=10**10).dead_threshold == 10_000_000  # capped at sparsify's window
+    assert TrainConfig(n_steps=5, dead_tokens_threshold=123).dead_threshold == 123
+    with pytest.raises(ValueError, match="dead_fraction_of_run"):
+        TrainConfig(n_steps=5, dead_fraction_of_run=0.0)
+
+
+def test_auxk_revives_dead_latents_in_a_short_run_on_the_tiny_model(tiny):
+    """With the default (run-scaled) dead window AuxK acts within 100 steps: it fires, fewer latents are dead along
+    the run, and more dead latents fire again than without it.
+
+    A quarter of the latents start with a low bias, so the run starts with dead latents; the data are the tiny
+    model's activations on real sentences (diverse enough that a dead latent has something to learn).
+    """
+    texts = load_task("wordnet-topics").train.texts[:300]
+    acts = extract(tiny, texts, "blocks.1.hook_resid_post", "none", progress=False).tensor
+    cfg = SAEConfig(d_in=acts.shape[1], d_sae=256, architecture="topk", k=8)
+
+    def run(aux):
+        sae = SAE(cfg, seed=0)
+        with torch.no_grad():
+            sae.b_enc[:64] = -3.0
+        out = train_sae(acts, cfg, TrainConfig(n_steps=100, batch_size=128, lr=3e-3, aux_k_coefficient=aux,
+                                               log_every=10), sae=sae, progress=False)
+        dead = [row["dead_fraction"] for row in out.training_log]
+        return out.cfg.metadata["training"], sum(dead) / len(dead), out.training_log
+
+    without, dead_without, _ = run(0.0)
+    with_aux, dead_with, log = run(1 / 32)
+    assert with_aux["dead_tokens_threshold"] == 1280  # 10% of the run's 100 x 128 tokens, not sparsify's 10M
+    assert any("aux_k" in row for row in log)  # AuxK acted
+    assert dead_with < dead_without - 0.01, (dead_with, dead_without)
+    assert with_aux["n_revived"] > without["n_revived"], (with_aux["n_revived"], without["n_revived"])
 
 
 def test_extra_loss_hook_side_tensors_and_extra_modules():

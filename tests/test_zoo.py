@@ -1,11 +1,18 @@
 """saelab.zoo: SAEs are trained once, reused only when their recorded key matches, retrained when it does not."""
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from saelab import zoo
+from saelab import zoo, zoo_catalog
+from saelab.zoo_spec import budget
 
 TEXTS = [f"sentence number {i} about cats and dogs and the weather" for i in range(40)]
 
@@ -66,7 +73,7 @@ def test_metadata_and_smoke_scaling(tiny, cache, one_thread):
     assert meta["zoo_spec"]["hook"] == spec.hook and len(meta["zoo_key"]) == 16
     assert sae.cfg.jumprelu_init_threshold == pytest.approx(0.1)
     smoke = small_spec(d_sae=4096, k=64).scaled_for_smoke()
-    assert (smoke.d_sae, smoke.k, smoke.n_tokens) == (512, 64, 20 * 512)
+    assert (smoke.d_sae, smoke.k, smoke.n_tokens, smoke.smoke) == (512, 64, 20 * 512, True)
 
 
 def test_bad_input(tiny, cache):
@@ -76,3 +83,96 @@ def test_bad_input(tiny, cache):
         get(tiny, [small_spec(), small_spec()])
     with pytest.raises(ValueError, match="corpus_name"):
         zoo.get_saes(tiny, [small_spec()], texts=TEXTS, progress=False)
+
+
+def test_budgets_scale_with_width_and_auxk_window_with_the_run():
+    assert budget(4096) == 2_048_000 and budget(10240) == 5_120_000 and budget(1280) == 2_000_000
+    spec = zoo.SAESpec("blocks.6.hook_resid_post")
+    assert spec.tokens == 2_048_000 and spec.train_config().total_steps == 500
+    assert spec.train_config().dead_threshold == 204_800  # 10% of the run: AuxK acts (sparsify's 10M never would)
+    assert zoo.SAESpec("blocks.6.hook_resid_post", n_tokens=1000).tokens == 1000
+
+
+def test_quality_is_recorded_and_gated(tiny, cache, one_thread):
+    spec = small_spec()
+    sae = get(tiny, [spec])[spec]
+    quality = sae.cfg.metadata["zoo_quality"]
+    assert set(quality) >= {"explained_variance", "ce_loss_score", "l0", "frac_alive"}
+    assert quality["l0"] <= 4 + 1e-6 and quality["n_tokens"] > 1000  # scored on held-out tweets and sentences
+    passes, why = zoo.gate(sae)
+    assert passes == (not zoo.QUALITY_GATES["topk"].check(quality))
+    assert why.startswith("passes") if passes else why.startswith("below quality gate")
+    sae.cfg.metadata["zoo_spec"]["smoke"] = True
+    assert zoo.gate(sae) == (False, "smoke-size SAE: not a finding")
+    gate = zoo.QualityGate(0.8, 0.9, 0.5, max_l0=50)
+    assert gate.check({"explained_variance": 0.7, "ce_loss_score": 0.95, "frac_alive": 0.4, "l0": 60}) == [
+        "explained_variance 0.700 < 0.8", "frac_alive 0.400 < 0.5", "l0 60 > 50"]
+
+
+def test_catalog_resolves_on_gemma_depth():
+    gemma = SimpleNamespace(cfg=SimpleNamespace(n_layers=18, model_name="gemma-3-270m"))
+    assert [s.hook for s in zoo_catalog.probe_specs(gemma).values()][:3] == [
+        "blocks.5.hook_resid_post", "blocks.8.hook_resid_post", "blocks.12.hook_resid_post"]
+    sweep = zoo_catalog.notebook_specs(gemma, "06")
+    assert len(sweep) == 12 and {s.hook for s in sweep.values()} == {"blocks.6.hook_resid_post"}
+    assert zoo_catalog.notebook_specs(gemma, "02") == sweep  # notebook 02's sweep is notebook 06's SAEs
+    layers = [s.hook for name, s in zoo_catalog.polysemy_specs(gemma).items() if name.startswith("layer")]
+    assert layers == [f"blocks.{b}.hook_resid_post" for b in (1, 5, 8, 12, 16)]
+    assert len(zoo_catalog.catalog_hooks(gemma)) == 9
+    specs = zoo_catalog.all_specs(gemma)
+    assert len(specs) == 27 and specs[zoo.SAESpec("blocks.8.hook_resid_post")] == ["04", "05"]
+    smol = SimpleNamespace(cfg=SimpleNamespace(n_layers=30, model_name="smollm2-135m"))
+    assert [s.hook for s in zoo_catalog.all_specs(smol)] == ["blocks.14.hook_resid_post"]
+
+
+def test_table_lists_built_and_missing(tiny, cache, one_thread):
+    built, missing = small_spec(), small_spec(d_sae=32)
+    get(tiny, [built])
+    frame = zoo.table(tiny, {"built": built, "missing": missing}, texts=TEXTS, corpus_name="test-corpus", smoke=False)
+    assert frame.loc["missing", "gate"].startswith("not built")
+    assert frame.loc["built", "explained_variance"] <= 1 and frame.loc["built", "l0"] <= 4 + 1e-6
+    assert frame.loc["built", "gate"] == "pass" or frame.loc["built", "gate"].startswith("below quality gate")
+
+
+BUILD_SCRIPT = textwrap.dedent("""
+    import sys
+    from saelab import zoo
+    from saelab.models import tiny_model
+    texts = [f"sentence number {i} about cats and dogs and the weather" for i in range(40)]
+    specs = [zoo.SAESpec("blocks.0.hook_resid_post", d_sae=64, k=4, n_tokens=512, batch_size=128),
+             zoo.SAESpec("blocks.1.hook_resid_post", d_sae=2048, k=8, n_tokens=512 * 300, batch_size=512)]
+    zoo.get_saes(tiny_model(seed=0), specs, texts=texts, corpus_name="test-corpus", smoke=False, progress=False)
+""")
+
+
+def run_build(cache_dir, wait_for_checkpoint: bool):
+    env = {**os.environ, "SAELAB_CACHE_DIR": str(cache_dir), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-c", BUILD_SCRIPT], env=env)
+    if not wait_for_checkpoint:
+        assert process.wait(timeout=600) == 0
+        return
+    deadline = time.monotonic() + 300
+    while not list((cache_dir / "saes" / "zoo").glob("*.checkpoints/step_*")):
+        assert process.poll() is None, "the build ended before its second SAE wrote a checkpoint"
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    process.kill()  # as a user's Ctrl-C or a lost machine would, mid-way through the second SAE
+    process.wait()
+
+
+def test_build_resumes_after_a_kill_and_matches_an_uninterrupted_build(tmp_path):
+    """`make zoo` killed mid-way: the finished SAE is kept, the running one resumes from its checkpoint, and the
+    result is the same SAE an uninterrupted build gives."""
+    killed, clean = tmp_path / "killed", tmp_path / "clean"
+    run_build(killed, wait_for_checkpoint=True)
+    folders = sorted((killed / "saes" / "zoo").iterdir())
+    assert any((f / "cfg.json").exists() for f in folders)  # the first SAE was finished and saved
+    first_saved = next(f for f in folders if (f / "cfg.json").exists())
+    stamp = (first_saved / "sae_weights.safetensors").stat().st_mtime_ns
+    run_build(killed, wait_for_checkpoint=False)  # resumes
+    assert (first_saved / "sae_weights.safetensors").stat().st_mtime_ns == stamp  # loaded, not retrained
+    assert not list((killed / "saes" / "zoo").glob("*.checkpoints"))  # checkpoints removed once saved
+    run_build(clean, wait_for_checkpoint=False)
+    for folder in sorted((clean / "saes" / "zoo").iterdir()):
+        resumed = zoo.SAE.load(killed / "saes" / "zoo" / folder.name)
+        torch.testing.assert_close(resumed.W_dec, zoo.SAE.load(folder).W_dec)

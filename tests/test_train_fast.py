@@ -1,0 +1,183 @@
+"""saelab.train_sparse: the sparse training path gives the dense path's losses and gradients, term by term, for
+every architecture (the L1 / L0 penalties, JumpReLU's straight-through threshold gradient and AuxK included), and
+the trainer takes it for relu / jumprelu once their latents are sparse."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import saelab.train as train_module
+from saelab.sae import SAE, SAEConfig
+from saelab.train import TrainConfig, train_sae
+from saelab.train_sparse import (
+    auxk_loss_dense,
+    auxk_loss_sparse,
+    sparse_forward,
+    sparse_sparsity_loss,
+)
+
+D_IN, D_SAE, K = 16, 64, 4
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def make_sae(arch: str, apply_b_dec_to_input: bool = True) -> SAE:
+    """A float64 SAE with random biases (and, for jumprelu, thresholds spread so that many pre-activations fall
+    within the bandwidth of their threshold, on both sides)."""
+    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K if "topk" in arch else None,
+                    l1_coefficient=0.3, l0_coefficient=0.7, jumprelu_bandwidth=0.4,
+                    apply_b_dec_to_input=apply_b_dec_to_input)
+    sae = SAE(cfg, seed=0).double()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        sae.b_enc.copy_(0.3 * torch.randn(D_SAE, generator=g, dtype=torch.float64) - 0.2)
+        sae.b_dec.copy_(0.3 * torch.randn(D_IN, generator=g, dtype=torch.float64))
+        sae.W_dec.mul_(1 + 0.2 * torch.rand(D_SAE, 1, generator=g, dtype=torch.float64))  # norms != 1: L1 reads them
+        if arch == "jumprelu":
+            sae.threshold.copy_(0.8 * torch.rand(D_SAE, generator=g, dtype=torch.float64))
+    return sae
+
+
+def batch(n: int = 41) -> torch.Tensor:
+    g = torch.Generator().manual_seed(2)
+    return torch.randn(n, D_IN, generator=g, dtype=torch.float64) * 1.5
+
+
+def dead_mask() -> torch.Tensor:
+    dead = torch.zeros(D_SAE, dtype=torch.bool)
+    dead[::3] = True
+    return dead
+
+
+def dense_terms(sae: SAE, x: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
+    out = sae.forward_train(x)
+    terms = {"mse": (out.x_hat - x).pow(2).sum(-1).mean(), **sae.sparsity_loss(out, scale)}
+    terms["aux_k"] = auxk_loss_dense(sae, out, (x - out.x_hat).detach(), dead_mask(), 5)
+    return terms
+
+
+def sparse_terms(sae: SAE, x: torch.Tensor, scale: float) -> dict[str, torch.Tensor]:
+    x_hat, codes, pre, x_c = sparse_forward(sae, x)
+    terms = {"mse": (x_hat - x).pow(2).sum(-1).mean(), **sparse_sparsity_loss(sae, codes, scale)}
+    terms["aux_k"] = auxk_loss_sparse(sae, pre, x_c, (x - x_hat).detach(), dead_mask(), 5)
+    return terms
+
+
+def gradients(sae: SAE, loss: torch.Tensor) -> dict[str, torch.Tensor]:
+    sae.zero_grad(set_to_none=True)
+    loss.backward()
+    return {name: p.grad.clone() if p.grad is not None else torch.zeros_like(p) for name, p in sae.named_parameters()}
+
+
+@pytest.mark.parametrize("apply_b_dec_to_input", [True, False])
+@pytest.mark.parametrize("arch", ["relu", "jumprelu", "topk", "batchtopk"])
+def test_sparse_path_gives_the_dense_losses_and_gradients_term_by_term(arch, apply_b_dec_to_input):
+    sae, x = make_sae(arch, apply_b_dec_to_input), batch()
+    dense, sparse = dense_terms(sae, x, 0.6), sparse_terms(sae, x, 0.6)
+    assert set(dense) == set(sparse) == {"mse", "aux_k"} | ({"l1"} if arch == "relu" else set()) | (
+        {"l0"} if arch == "jumprelu" else set())
+    for name in dense:
+        assert torch.allclose(sparse[name], dense[name], rtol=1e-12, atol=1e-12), name
+        expected = gradients(sae, dense_terms(sae, x, 0.6)[name])
+        got = gradients(sae, sparse_terms(sae, x, 0.6)[name])
+        assert set(got) == set(expected)
+        for param in expected:
+            assert torch.allclose(got[param], expected[param], rtol=1e-10, atol=1e-12), (name, param)
+        assert any(g.abs().max() > 0 for g in expected.values()), name
+    if arch == "jumprelu":  # the straight-through threshold gradient is there, from both terms, and it is exact
+        for name in ("mse", "l0"):
+            assert gradients(sae, dense_terms(sae, x, 0.6)[name])["threshold"].abs().max() > 0, name
+    if arch == "relu":  # the L1 term reaches W_dec through its norms
+        assert gradients(sae, dense_terms(sae, x, 0.6)["l1"])["W_dec"].abs().max() > 0
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_sparse_codes_are_the_dense_latents(arch):
+    sae, x = make_sae(arch), batch()
+    _, codes, pre, _ = sparse_forward(sae, x)
+    latents = sae.train_activation(sae.pre_acts(x))
+    assert torch.allclose(codes.to_dense(), latents, atol=1e-12)
+    assert int((codes.acts > 0).sum()) == int((latents > 0).sum())
+    if arch == "jumprelu":  # the pattern holds the pairs just below the threshold as well, with z = 0
+        assert (codes.acts == 0).any()
+        assert len(codes.col) < pre.numel()  # and not every pair
+
+
+def test_sparse_path_with_no_active_latent():
+    sae, x = make_sae("relu"), batch(5)
+    with torch.no_grad():
+        sae.b_enc.fill_(-1e3)
+    x_hat, codes, _, _ = sparse_forward(sae, x)
+    assert len(codes.col) == 0 and codes.density == 0.0
+    loss = (x_hat - x).pow(2).sum(-1).mean() + sparse_sparsity_loss(sae, codes)["l1"]
+    expected = gradients(sae, (sae.forward_train(x).x_hat - x).pow(2).sum(-1).mean())
+    got = gradients(sae, loss)
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], atol=1e-12), name
+
+
+def _spy_paths(monkeypatch) -> list[str]:
+    paths: list[str] = []
+    sparse = train_module.sparse_forward
+
+    def spy(sae, x):
+        paths.append("sparse")
+        return sparse(sae, x)
+
+    original = SAE.forward_train
+
+    def dense_spy(self, x):
+        paths.append("dense")
+        return original(self, x)
+
+    monkeypatch.setattr(train_module, "sparse_forward", spy)
+    monkeypatch.setattr(SAE, "forward_train", dense_spy)
+    return paths
+
+
+def toy_data(n: int = 2000) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    directions = torch.nn.functional.normalize(torch.randn(48, D_IN, generator=g), dim=1)
+    codes = (torch.rand(n, 48, generator=g) < 0.06) * torch.rand(n, 48, generator=g) * 4
+    return codes @ directions + 0.5 + 0.05 * torch.randn(n, D_IN, generator=g)
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_trainer_sparse_path_matches_the_dense_trainer(arch, monkeypatch):
+    """Forced onto the sparse path from the first step, a short run ends where the dense trainer ends (float64,
+    AuxK on, an L1 / L0 warm-up), and logs the same numbers."""
+    data = toy_data().double()
+    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, l1_coefficient=0.05, l0_coefficient=0.02,
+                    dtype="float64")
+    tcfg = dict(n_steps=12, batch_size=128, lr=3e-3, log_every=4, aux_k_coefficient=1 / 32,
+                dead_tokens_threshold=128, sparsity_warmup_steps=5)
+
+    def run(sparse_kernels):
+        sae = SAE(cfg, seed=0).double()
+        with torch.no_grad():
+            sae.b_enc[:16] = -5.0  # latents that never fire: AuxK trains them
+        return train_sae(data, cfg, TrainConfig(sparse_kernels=sparse_kernels, **tcfg), sae=sae, progress=False)
+
+    paths = _spy_paths(monkeypatch)
+    dense = run(False)
+    assert set(paths) == {"dense"}
+    monkeypatch.setattr(train_module, "MAX_SPARSE_DENSITY", 1.0)
+    paths.clear()
+    sparse = run(True)
+    assert paths == ["sparse"] * 12
+    assert any("aux_k" in row for row in sparse.training_log)
+    for name, tensor in dense.state_dict().items():
+        assert torch.allclose(sparse.state_dict()[name], tensor, rtol=1e-6, atol=1e-8), name
+    for ours, theirs in zip(sparse.training_log, dense.training_log, strict=True):
+        assert ours.keys() == theirs.keys()
+        for key in ours:
+            assert ours[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), key
+
+
+def test_relu_trainer_switches_to_the_sparse_path_once_latents_are_sparse(monkeypatch):
+    paths = _spy_paths(monkeypatch)
+    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="relu", l1_coefficient=0.5)
+    sae = train_sae(toy_data(), cfg, TrainConfig(n_steps=60, batch_size=128, lr=1e-2, log_every=10), progress=False)
+    assert paths[0] == "dense" and paths[-1] == "sparse", paths
+    assert sae.training_log[-1]["l0"] < 0.25 * D_SAE
