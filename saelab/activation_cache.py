@@ -145,7 +145,8 @@ class ShardedTokens:
     """Token-level activations of one hook read shard by shard from a cache folder (never all in RAM).
 
     It is the chunked source the SAE trainer streams from (a `saelab.train_data.TokenSource`): ``len()`` shards,
-    ``chunk(i)`` loads shard i; `hook_name`, `model_name` and `metadata` (from the manifest) go into the SAE's config.
+    ``chunk(i)`` loads shard i; `hook_name`, `model_name` and `metadata` (from the manifest) go into the SAE's config;
+    `n_tokens` counts the rows of all shards.
     It is saelab's one reader of safetensors token shards.
     """
 
@@ -168,8 +169,12 @@ class ShardedTokens:
                                                     "n_texts", "include_bos", "max_length", "saelab_version")}
         self.metadata["hook"] = hook
         self.files = [self.folder / manifest["shards"][k]["file"] for k in sorted(manifest["shards"], key=int)]
-        with safe_open(str(self.files[0]), framework="pt") as handle:
-            self.d_in = handle.get_slice(hook).get_shape()[1]
+        self.metadata["storage_dtype"] = self.meta.get("storage_dtype", "float32")
+        rows = []
+        for file in self.files:  # shapes only: no tensor is read
+            with safe_open(str(file), framework="pt") as handle:
+                rows.append(handle.get_slice(hook).get_shape())
+        self.d_in, self.n_tokens = rows[0][1], sum(shape[0] for shape in rows)
 
     def __len__(self) -> int:
         return len(self.files)

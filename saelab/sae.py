@@ -375,7 +375,7 @@ class BatchTopKSAE(SAE):
         return out
 
 
-class _JumpReLUFn(torch.autograd.Function):
+class JumpReLUFunction(torch.autograd.Function):
     """z = pre * (pre > t). Backward: the usual gradient for pre, and for t a straight-through estimate with a
     rectangle kernel of width `bandwidth` (Rajamanoharan et al. 2024; SAELens' `JumpReLU`)."""
 
@@ -393,7 +393,7 @@ class _JumpReLUFn(torch.autograd.Function):
         return (pre > threshold).to(pre.dtype) * grad, grad_threshold.reshape(-1, pre.shape[-1]).sum(0), None
 
 
-class _StepFn(torch.autograd.Function):
+class StepFunction(torch.autograd.Function):
     """H(pre - t), whose gradient with respect to t is estimated straight-through (used for the L0 penalty)."""
 
     @staticmethod
@@ -425,10 +425,10 @@ class JumpReLUSAE(SAE):
         return F.relu(pre) * (pre > self.threshold)
 
     def train_activation(self, pre: torch.Tensor) -> torch.Tensor:
-        return _JumpReLUFn.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
+        return JumpReLUFunction.apply(pre, self.threshold, self.cfg.jumprelu_bandwidth)
 
     def sparsity_loss(self, out: SAEOutput, scale: float = 1.0) -> dict[str, torch.Tensor]:
-        l0 = _StepFn.apply(out.pre_acts, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
+        l0 = StepFunction.apply(out.pre_acts, self.threshold, self.cfg.jumprelu_bandwidth).sum(-1).mean()
         return {"l0": scale * self.cfg.l0_coefficient * l0}
 
     def inference_state(self) -> tuple[str, dict[str, torch.Tensor], dict[str, Any]]:
@@ -439,5 +439,5 @@ class JumpReLUSAE(SAE):
 
 __all__ = [
     "ARCHITECTURES", "SAE", "SAEConfig", "SAEOutput", "ReLUSAE", "TopKSAE", "BatchTopKSAE", "JumpReLUSAE",
-    "register_architecture",
+    "JumpReLUFunction", "StepFunction", "register_architecture",
 ]

@@ -359,9 +359,7 @@ def train_sae(
     for module in extra_modules.values():
         module.to(device).train()
     params = list(sae.parameters()) + [p for m in extra_modules.values() for p in m.parameters()]
-    # the fused kernel does Adam's update in one pass over each tensor (CPU and CUDA, float parameters)
-    fused = device.type in ("cpu", "cuda") and all(p.dtype in (torch.float32, torch.float64) for p in params)
-    optimizer = torch.optim.Adam(params, lr=base_lr, betas=tcfg.adam_betas, fused=fused or None)
+    optimizer = torch.optim.Adam(params, lr=base_lr, betas=tcfg.adam_betas)
 
     ckpt_dir = None
     if tcfg.checkpoint_every or resume:

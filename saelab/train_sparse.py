@@ -15,9 +15,9 @@ and columns of W_enc instead of all d_sae (what sparsify does for TopK with its 
     x_hat = sum over a token's pairs of z W_dec[latent] + b_dec      (_DecodePairs)
 
 JumpReLU's straight-through threshold gradient also reads pairs that are not active, those within half a
-bandwidth below the threshold: the pairs include them (with z = 0), and the same `_JumpReLUFn` / `_StepFn` as the
-dense path run on the pairs' values, so the threshold gets exactly the dense gradient (pairs left out are neither
-active nor near the threshold: they add nothing). The L1 penalty reads only active latents (the others are 0).
+bandwidth below the threshold: the pairs include them (with z = 0), and the dense path's own `JumpReLUFunction` and
+`StepFunction` run on the pairs' values, so the threshold gets exactly the dense gradient (pairs left out are
+neither active nor near the threshold: they add nothing). The L1 penalty reads only active latents (the others are 0).
 
 Both backward products are gathers (`embedding_bag`): a token's pairs for the input side, a latent's pairs (the
 same pairs in latent-major order, sorted once per step) for the weight gradients, which runs at a good fraction of
@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from saelab.sae import SAE, SAEOutput, _JumpReLUFn, _StepFn
+from saelab.sae import SAE, JumpReLUFunction, SAEOutput, StepFunction
 
 #: relu / jumprelu take the sparse path while at most this fraction of (token, latent) pairs is selected; above it
 #: (in the first steps, before the sparsity penalty bites) the dense path is faster on CPU
@@ -209,7 +209,7 @@ def sparse_forward(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, SparseCodes
     pairs = _select(sae, pre)
     v = _EncodePairs.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre, pairs)
     if sae.architecture == "jumprelu":
-        z = _JumpReLUFn.apply(v, sae.threshold.index_select(0, pairs.col), sae.cfg.jumprelu_bandwidth)
+        z = JumpReLUFunction.apply(v, sae.threshold.index_select(0, pairs.col), sae.cfg.jumprelu_bandwidth)
     else:
         z = F.relu(v)
     x_hat = _DecodePairs.apply(z, sae.W_dec, pairs) + sae.b_dec
@@ -225,7 +225,7 @@ def sparse_sparsity_loss(sae: SAE, codes: SparseCodes, scale: float = 1.0) -> di
         return {"l1": scale * sae.cfg.l1_coefficient * l1}
     if sae.architecture == "jumprelu":
         threshold = sae.threshold.index_select(0, codes.col)
-        l0 = _StepFn.apply(codes.pre_acts, threshold, sae.cfg.jumprelu_bandwidth).sum() / n_tokens
+        l0 = StepFunction.apply(codes.pre_acts, threshold, sae.cfg.jumprelu_bandwidth).sum() / n_tokens
         return {"l0": scale * sae.cfg.l0_coefficient * l0}
     return {}
 

@@ -42,7 +42,7 @@ from saelab.sae import SAE
 from saelab.tasks import load_task
 from saelab.train import train_sae
 from saelab.zoo_catalog import all_specs, catalog_hooks
-from saelab.zoo_spec import SAESpec
+from saelab.zoo_spec import SAESpec, budget
 
 CORPUS_NAME = "tweet-sentiment+wordnet-topics"
 CORPUS_TWEETS_SMOKE, CORPUS_TOPICS_SMOKE = 500, 200
@@ -105,6 +105,14 @@ def heldout_texts(smoke: bool | None = None) -> list[str]:
             + load_task("wordnet-topics").test.texts[:sizes["topics"]])
 
 
+def corpus_folder(model, smoke: bool | None = None, progress: bool = True) -> Path:
+    """The shared corpus's token activations at every hook of the catalog (`zoo_catalog.catalog_hooks`), in
+    float16: extracted once (`make zoo` does it; an interrupted extraction resumes), then read shard by shard with
+    ``ShardedTokens(corpus_folder(model), hook)``."""
+    return extract_to_cache(model, training_texts(smoke), catalog_hooks(model), dataset=CORPUS_NAME,
+                            storage_dtype=STORAGE_DTYPE, progress=progress)
+
+
 def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
     return {"name": name, "fingerprint": sha256_text(*texts)[:16], "n_texts": len(texts), "storage": STORAGE_DTYPE}
 
@@ -136,6 +144,32 @@ def gate(sae: SAE) -> tuple[bool, str]:
         return False, "smoke-size SAE: not a finding"
     short = QUALITY_GATES[sae.architecture].check(quality)
     return (not short), ("passes its quality gate" if not short else "below quality gate: " + "; ".join(short))
+
+
+def gate_report(saes: Mapping[Any, SAE] | Sequence[SAE]) -> tuple[bool, str]:
+    """(all pass, a readable report) for the SAEs a notebook's verdicts rest on."""
+    named = dict(saes) if isinstance(saes, Mapping) else {sae.cfg.hook_name: sae for sae in saes}
+    results = {name if isinstance(name, str) else "/".join(map(str, name)) if isinstance(name, tuple) else
+               getattr(name, "label", str(name)): gate(sae) for name, sae in named.items()}
+    failing = {name: why for name, (ok, why) in results.items() if not ok}
+    if not failing:
+        return True, f"All {len(results)} SAEs behind these verdicts pass their quality gates."
+    lines = [f"{len(failing)} of {len(results)} SAEs behind these verdicts do not pass their quality gate, so "
+             "every verdict below is 'inconclusive' (the rule's own outcome is kept beside it):"]
+    return False, "\n".join(lines + [f"  {name}: {why}" for name, why in failing.items()])
+
+
+def gate_claims(claims: pd.DataFrame, column: str, saes: Mapping[Any, SAE] | Sequence[SAE]) -> pd.DataFrame:
+    """`claims` with its verdict `column` made 'inconclusive: SAE below quality gate' when any SAE in `saes` fails
+    its gate (or is smoke-size); the rule's outcome moves to "rule outcome". Prints the gate report."""
+    ok, report = gate_report(saes)
+    print(report)
+    if ok:
+        return claims
+    gated = claims.copy()
+    gated.insert(gated.columns.get_loc(column), "rule outcome", gated[column])
+    gated[column] = "inconclusive: SAE below quality gate"
+    return gated
 
 
 def _cached(folder: Path, key: str) -> SAE | None:
@@ -196,10 +230,12 @@ def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: 
     missing = list({keys[spec]: spec for spec in actual if found[spec] is None}.values())  # smoke: widths merge
     if missing:
         needed = {spec.hook for spec in missing}
-        shared = set(catalog_hooks(model))  # one extraction serves every notebook
-        hooks = sorted(shared if default_corpus and needed <= shared else needed)
-        folder = extract_to_cache(model, texts, hooks, dataset=corpus_name, storage_dtype=STORAGE_DTYPE,
-                                  progress=progress)
+        if default_corpus and needed <= set(catalog_hooks(model)):  # one extraction serves every notebook
+            folder, hooks = corpus_folder(model, smoke, progress), catalog_hooks(model)
+        else:
+            hooks = sorted(needed)
+            folder = extract_to_cache(model, texts, hooks, dataset=corpus_name, storage_dtype=STORAGE_DTYPE,
+                                      progress=progress)
         heldout = Heldout(model, hooks, smoke, progress)
         bar = tqdm(total=sum(actual[s].tokens for s in missing), desc="training SAEs", unit="tok", unit_scale=True,
                    disable=not progress)
@@ -304,5 +340,6 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bo
     return pd.concat(frames) if frames else pd.DataFrame()
 
 
-__all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "build", "corpus_record",
+__all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
+           "corpus_folder", "corpus_record", "gate_claims", "gate_report",
            "gate", "get_sae", "get_saes", "heldout_texts", "sae_folder", "spec_key", "table", "training_texts"]

@@ -17,8 +17,8 @@ from saelab.train import TrainConfig
 
 TOKENS_PER_LATENT = 500
 MIN_TOKENS = 2_000_000
-#: smoke runs: at most 512 latents, 20 steps of 512 tokens
-SMOKE_D_SAE, SMOKE_STEPS, SMOKE_BATCH = 512, 20, 512
+#: smoke runs: an eighth of the latents (4,096 -> 512; widths keep their order), 20 steps of 512 tokens
+SMOKE_SHRINK, SMOKE_STEPS, SMOKE_BATCH = 8, 20, 512
 
 
 def budget(d_sae: int) -> int:
@@ -85,7 +85,7 @@ class SAESpec:
 
     def scaled_for_smoke(self) -> SAESpec:
         """The same SAE, shrunk for smoke runs (never a finding: `smoke=True` is recorded)."""
-        d_sae = min(self.d_sae, SMOKE_D_SAE)
+        d_sae = max(16, self.d_sae // SMOKE_SHRINK)
         k = None if self.k is None else min(self.k, d_sae)
         return dataclasses.replace(self, d_sae=d_sae, k=k, n_tokens=SMOKE_STEPS * SMOKE_BATCH,
                                    batch_size=SMOKE_BATCH, smoke=True)

@@ -140,7 +140,7 @@ BUILD_SCRIPT = textwrap.dedent("""
     from saelab.models import tiny_model
     texts = [f"sentence number {i} about cats and dogs and the weather" for i in range(40)]
     specs = [zoo.SAESpec("blocks.0.hook_resid_post", d_sae=64, k=4, n_tokens=512, batch_size=128),
-             zoo.SAESpec("blocks.1.hook_resid_post", d_sae=2048, k=8, n_tokens=512 * 300, batch_size=512)]
+             zoo.SAESpec("blocks.1.hook_resid_post", d_sae=2048, k=8, n_tokens=512 * 600, batch_size=512)]
     zoo.get_saes(tiny_model(seed=0), specs, texts=texts, corpus_name="test-corpus", smoke=False, progress=False)
 """)
 
@@ -155,7 +155,7 @@ def run_build(cache_dir, wait_for_checkpoint: bool):
     while not list((cache_dir / "saes" / "zoo").glob("*.checkpoints/step_*")):
         assert process.poll() is None, "the build ended before its second SAE wrote a checkpoint"
         assert time.monotonic() < deadline
-        time.sleep(0.05)
+        time.sleep(0.02)
     process.kill()  # as a user's Ctrl-C or a lost machine would, mid-way through the second SAE
     process.wait()
 
