@@ -13,12 +13,13 @@ What one step does, for every architecture:
            + extra terms       (a hook, e.g. ClassifSAE's classifier head)
     remove from W_dec's gradient its component along each decoder row, Adam step, renormalise rows to 1
 
-Every architecture has a sparse fast path on CPU (`train_sparse`): only the active latents of each token (k for
-TopK / BatchTopK, those past the ReLU or the JumpReLU threshold otherwise) carry gradient, so the backward pass
-touches those rows of W_dec / columns of W_enc instead of all d_sae (what sparsify does for TopK with its custom
-autograd function). ReLU and JumpReLU start dense (half the latents fire at initialisation) and switch to it once
-the previous step's density is at most `train_sparse.MAX_SPARSE_DENSITY`. The dense path (`SAE.forward_train`)
-computes the same numbers; tests check that both give the same losses and gradients.
+Every architecture has a sparse fast path on CPU (`train_sparse.train_forward`): only the active latents of each
+token (k for TopK / BatchTopK, those past the ReLU or the JumpReLU threshold otherwise) carry gradient, so the
+backward pass touches those rows of W_dec / columns of W_enc instead of all d_sae (what sparsify does for TopK with
+its custom autograd function). ReLU and JumpReLU steps in which more than `train_sparse.MAX_SPARSE_DENSITY` of the
+(token, latent) pairs are active (the first steps: half the latents fire at initialisation) take a dense route that
+still skips the input gradient. The readable dense path (`SAE.forward_train`) computes the same numbers; tests check
+that both give the same losses and gradients.
 
 Data arrive as a tensor or a `TokenSource` (`train_data`; e.g. `activation_cache.ShardedTokens`, the shards of the
 extraction cache, loaded lazily). Batches are a deterministic function of the seed and the step, and checkpoints
@@ -49,14 +50,7 @@ from saelab.config import cache_dir
 from saelab.io import sha256_text
 from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
 from saelab.train_data import Batch, BatchStream, TokenSource, as_source, derive_seed
-from saelab.train_sparse import (
-    MAX_SPARSE_DENSITY,
-    auxk_loss_dense,
-    auxk_loss_sparse,
-    has_sparse_path,
-    sparse_forward,
-    sparse_sparsity_loss,
-)
+from saelab.train_sparse import auxk_loss_dense, has_sparse_path, train_forward
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -344,7 +338,7 @@ def train_sae(
     dead_threshold = tcfg.dead_threshold
     use_sparse = (tcfg.sparse_kernels and has_sparse_path(cfg.architecture) and extra_loss is None
                   and device.type == "cpu")
-    density = 1.0  # of the last step's latents: relu / jumprelu start dense (topk / batchtopk are always sparse)
+    pre_buffer = None  # the fast path's [batch, d_sae] pre-activations, reused from step to step
 
     if sae is None:
         sae = SAE(cfg, seed=tcfg.seed)
@@ -405,16 +399,11 @@ def train_sae(
             n_dead = int(dead.sum())
 
             # ---- forward and loss ----
-            if use_sparse and (is_topk or density <= MAX_SPARSE_DENSITY):
-                x_hat, codes, pre, x_c = sparse_forward(sae, x)
-                terms = {"mse": (x_hat - x).pow(2).sum(-1).mean()}
-                terms.update(sparse_sparsity_loss(sae, codes, sparsity_scale))
-                if aux_coef and n_dead:
-                    terms["aux_k"] = aux_coef * auxk_loss_sparse(sae, pre, x_c, (x - x_hat).detach(), dead, k_aux)
-                fired = codes.acts.detach() > 0
-                fired_ids = torch.bincount(codes.col[fired], minlength=cfg.d_sae).nonzero().squeeze(1)  # each once
-                n_active, density = int(fired.sum()), codes.density
-                kept = codes.acts
+            if use_sparse:
+                fast = train_forward(sae, x, sparsity_scale, dead if aux_coef and n_dead else None, aux_coef, k_aux,
+                                     pre_out=pre_buffer)
+                x_hat, terms, pre_buffer = fast.x_hat, fast.terms, fast.pre
+                fired_ids, n_active, kept = fast.fired_ids, fast.n_active, fast.kept
             else:
                 out = sae.forward_train(x)
                 x_hat = out.x_hat
@@ -426,7 +415,6 @@ def train_sae(
                     terms.update(extra_loss(sae, batch, out, step))
                 active = out.latents.detach() > 0
                 fired_ids, n_active = active.any(0).nonzero().squeeze(1), int(active.sum())
-                density = n_active / active.numel()
                 kept = out.latents.detach()
             loss = sum(terms.values())
             if not torch.isfinite(loss):

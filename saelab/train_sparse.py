@@ -38,7 +38,7 @@ from saelab.sae import SAE, JumpReLUFunction, SAEOutput, StepFunction
 
 #: relu / jumprelu take the sparse path while at most this fraction of (token, latent) pairs is selected; above it
 #: (in the first steps, before the sparsity penalty bites) the dense path is faster on CPU
-MAX_SPARSE_DENSITY = 0.25
+MAX_SPARSE_DENSITY = 0.2
 
 
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -54,11 +54,14 @@ def _bag_sum(table: torch.Tensor, index: torch.Tensor, offsets: torch.Tensor, we
 
 class Pairs:
     """Selected (token, latent) pairs in token-major (CSR) order: token r's latents are col[crow[r]:crow[r+1]],
-    rows[p] is pair p's token. `by_latent()` gives the same pairs in latent-major order (computed once, shared by
-    the encoder's and the decoder's backward)."""
+    rows[p] is pair p's token (and `flat` = rows * n_latents + col, its place in a [B, d_sae] matrix).
+    `by_latent()` gives the same pairs in latent-major order (computed once, shared by the encoder's and the
+    decoder's backward)."""
 
-    def __init__(self, crow: torch.Tensor, col: torch.Tensor, rows: torch.Tensor, n_latents: int):
+    def __init__(self, crow: torch.Tensor, col: torch.Tensor, rows: torch.Tensor, n_latents: int,
+                 flat: torch.Tensor | None = None):
         self.crow, self.col, self.rows, self.n_latents = crow, col, rows, n_latents
+        self.flat = flat if flat is not None else rows * n_latents + col
         self._by_latent: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None
 
     @property
@@ -68,10 +71,10 @@ class Pairs:
     def by_latent(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(ccol, row, order): latent j's pairs are order[ccol[j]:ccol[j+1]], of tokens row[ccol[j]:ccol[j+1]]."""
         if self._by_latent is None:
-            order = self.col.argsort(stable=True)
+            order = self.col.to(torch.int32).argsort(stable=True)  # a narrower key sorts faster
             ccol = torch.zeros(self.n_latents + 1, dtype=torch.long, device=self.col.device)
             ccol[1:] = torch.bincount(self.col, minlength=self.n_latents).cumsum(0)
-            self._by_latent = ccol, self.rows[order], order
+            self._by_latent = ccol, self.rows.index_select(0, order), order
         return self._by_latent
 
 
@@ -85,7 +88,7 @@ class _EncodePairs(torch.autograd.Function):
     def forward(ctx, W_enc, b_enc, b_dec, x_c, pre, pairs):
         ctx.save_for_backward(W_enc, x_c)
         ctx.pairs = pairs
-        return pre.reshape(-1)[pairs.rows * pre.shape[1] + pairs.col]
+        return pre.reshape(-1).index_select(0, pairs.flat)
 
     @staticmethod
     def backward(ctx, grad):
@@ -99,8 +102,37 @@ class _EncodePairs(torch.autograd.Function):
             grad_b_dec = -(W_enc @ grad_b)
         if ctx.needs_input_grad[0]:
             ccol, row, order = pairs.by_latent()
-            grad_W = _bag_sum(x_c, row, ccol, grad[order]).t()
+            grad_W = _bag_sum(x_c, row, ccol, grad.index_select(0, order)).t()
         return grad_W, grad_b if ctx.needs_input_grad[1] else None, grad_b_dec, None, None, None
+
+
+class _EncodeColumns(torch.autograd.Function):
+    """pre[:, ids] (all of pre when ids is None) with a gradient, given the no-grad `pre_cols` = pre[:, ids]:
+    `_EncodePairs` for whole columns. W_enc[:, ids] gets x_c^T G, b_enc[ids] the column sums of G, b_dec
+    -W_enc[:, ids] @ those; as there, the input gradient G W_enc^T is never formed."""
+
+    @staticmethod
+    def forward(ctx, W_enc, b_enc, b_dec, x_c, pre_cols, ids):
+        ctx.save_for_backward(W_enc, x_c, ids)
+        return pre_cols
+
+    @staticmethod
+    def backward(ctx, grad):
+        W_enc, x_c, ids = ctx.saved_tensors
+        grad_W = grad_b = grad_b_dec = None
+        col_sums = grad.sum(0)
+        if ctx.needs_input_grad[0]:
+            if ids is None:
+                grad_W = (grad.t() @ x_c).t()  # in W_enc's own (column-major) layout
+            else:
+                grad_W = torch.zeros_like(W_enc)
+                grad_W[:, ids] = x_c.t() @ grad
+        if ctx.needs_input_grad[1]:
+            grad_b = col_sums if ids is None else torch.zeros(
+                W_enc.shape[1], dtype=grad.dtype, device=grad.device).index_copy_(0, ids, col_sums)
+        if ctx.needs_input_grad[2]:
+            grad_b_dec = -(W_enc @ col_sums if ids is None else W_enc[:, ids] @ col_sums)
+        return grad_W, grad_b, grad_b_dec, None, None, None
 
 
 class _DecodePairs(torch.autograd.Function):
@@ -124,7 +156,7 @@ class _DecodePairs(torch.autograd.Function):
             grad_z = torch.sparse.sampled_addmm(Z, grad, W_dec.t(), beta=0.0).values()
         if ctx.needs_input_grad[1]:
             ccol, row, order = pairs.by_latent()
-            grad_W = _bag_sum(grad, row, ccol, z.detach()[order])
+            grad_W = _bag_sum(grad, row, ccol, z.detach().index_select(0, order))
         return grad_z, grad_W, None
 
 
@@ -144,7 +176,7 @@ class SparseCodes:
 
     def to_dense(self) -> torch.Tensor:
         dense = torch.zeros(len(self.crow) - 1, self.n_latents, dtype=self.acts.dtype, device=self.acts.device)
-        dense[self.rows, self.col] = self.acts
+        dense.view(-1)[self.rows * self.n_latents + self.col] = self.acts.detach()
         return dense
 
     @property
@@ -176,44 +208,117 @@ def _select_batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.T
     return _csr_from_flat(flat, B, d_sae)
 
 
-def _select(sae: SAE, pre: torch.Tensor) -> Pairs:
-    """The pairs that carry gradient for this architecture (see the module docstring)."""
+def _select(sae: SAE, pre: torch.Tensor, max_density: float = 1.0) -> Pairs | None:
+    """The pairs that carry gradient for this architecture (see the module docstring); None for relu / jumprelu
+    when they are more than `max_density` of all pairs (the dense computation is then faster)."""
     B, d_sae = pre.shape
     if sae.architecture == "topk":
         crow, col, rows, _ = _csr_from_topk(pre.topk(sae.cfg.k, dim=-1, sorted=False).indices)
-    elif sae.architecture == "batchtopk":
-        crow, col, rows = _select_batch_topk(pre, sae.cfg.k)
+        return Pairs(crow, col, rows, d_sae)
+    if sae.architecture == "batchtopk":
+        return Pairs(*_select_batch_topk(pre, sae.cfg.k), d_sae)
+    if sae.architecture == "relu":
+        mask = pre > 0
+    elif sae.architecture == "jumprelu":  # active (pre > t) or near t (|pre - t| < bandwidth / 2), and a margin
+        mask = pre > (sae.threshold.detach() - sae.cfg.jumprelu_bandwidth)
     else:
-        if sae.architecture == "relu":
-            mask = pre > 0
-        elif sae.architecture == "jumprelu":  # active (pre > t) or near t (|pre - t| < bandwidth / 2), and a margin
-            mask = pre > (sae.threshold.detach() - sae.cfg.jumprelu_bandwidth)
-        else:
-            raise ValueError(f"no sparse training path for architecture {sae.architecture!r}")
-        crow, col, rows = _csr_from_flat(mask.view(-1).nonzero().squeeze(1), B, d_sae)
-    return Pairs(crow, col, rows, d_sae)
+        raise ValueError(f"no sparse training path for architecture {sae.architecture!r}")
+    if max_density < 1.0 and int(mask.sum()) > max_density * mask.numel():
+        return None
+    flat = mask.view(-1).nonzero().squeeze(1)
+    return Pairs(*_csr_from_flat(flat, B, d_sae), d_sae, flat)
 
 
 def has_sparse_path(architecture: str) -> bool:
     return architecture in ("topk", "batchtopk", "relu", "jumprelu")
 
 
-def sparse_forward(sae: SAE, x: torch.Tensor) -> tuple[torch.Tensor, SparseCodes, torch.Tensor, torch.Tensor]:
-    """The training forward on the sparse path: (x_hat, codes, dense pre [no grad], x_c [no grad]).
-
-    x itself gets no gradient on this path (training needs none); b_dec gets its full gradient."""
-    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+def _encode_no_grad(sae: SAE, x: torch.Tensor, pre_out: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pre, x_c) without autograd; `pre_out`, a [B, d_sae] buffer reused from step to step, saves allocating (and
+    page-faulting) the large `pre` each step."""
     with torch.no_grad():
-        x_c = x - sae.b_dec if b_dec is not None else x
-        pre = torch.addmm(sae.b_enc, x_c, sae.W_enc)
-    pairs = _select(sae, pre)
+        x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
+        if pre_out is not None and pre_out.shape == (len(x), sae.cfg.d_sae) and pre_out.dtype == x_c.dtype:
+            return torch.addmm(sae.b_enc, x_c, sae.W_enc, out=pre_out), x_c
+        return torch.addmm(sae.b_enc, x_c, sae.W_enc), x_c
+
+
+def _forward_pairs(sae: SAE, pairs: Pairs, pre: torch.Tensor, x_c: torch.Tensor) -> tuple[torch.Tensor, SparseCodes]:
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     v = _EncodePairs.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre, pairs)
     if sae.architecture == "jumprelu":
         z = JumpReLUFunction.apply(v, sae.threshold.index_select(0, pairs.col), sae.cfg.jumprelu_bandwidth)
     else:
         z = F.relu(v)
     x_hat = _DecodePairs.apply(z, sae.W_dec, pairs) + sae.b_dec
-    return x_hat, SparseCodes(pairs.crow, pairs.col, pairs.rows, z, sae.cfg.d_sae, v, pairs), pre, x_c
+    return x_hat, SparseCodes(pairs.crow, pairs.col, pairs.rows, z, sae.cfg.d_sae, v, pairs)
+
+
+def sparse_forward(sae: SAE, x: torch.Tensor, pre_out: torch.Tensor | None = None,
+                   ) -> tuple[torch.Tensor, SparseCodes, torch.Tensor, torch.Tensor]:
+    """The training forward on the sparse path: (x_hat, codes, dense pre [no grad], x_c [no grad]).
+
+    x itself gets no gradient on this path (training needs none); b_dec gets its full gradient."""
+    pre, x_c = _encode_no_grad(sae, x, pre_out)
+    x_hat, codes = _forward_pairs(sae, _select(sae, pre), pre, x_c)
+    return x_hat, codes, pre, x_c
+
+
+def dense_forward(sae: SAE, x: torch.Tensor, pre_out: torch.Tensor | None = None,
+                  ) -> tuple[SAEOutput, torch.Tensor, torch.Tensor]:
+    """`SAE.forward_train` from a no-grad `pre`, whose backward skips the input gradient: (out, pre, x_c).
+    One [B, d_in] x [d_in, d_sae] product fewer than the readable path (5 instead of 6), the same numbers."""
+    pre, x_c = _encode_no_grad(sae, x, pre_out)
+    return _dense_from_pre(sae, pre, x_c), pre, x_c
+
+
+def _dense_from_pre(sae: SAE, pre: torch.Tensor, x_c: torch.Tensor) -> SAEOutput:
+    b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
+    pre_acts = _EncodeColumns.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre, None)
+    z = sae.train_activation(pre_acts)
+    return SAEOutput(sae.decode(z), z, pre_acts)
+
+
+@dataclass
+class TrainForward:
+    """What one training step's forward gives the trainer (`train_forward`)."""
+
+    x_hat: torch.Tensor
+    terms: dict[str, torch.Tensor]  # loss terms: mse, the sparsity penalty, aux_k
+    fired_ids: torch.Tensor  # latents active for at least one token, each once
+    n_active: int  # active (token, latent) pairs
+    kept: torch.Tensor  # the active latents' values (BatchTopK's threshold reads their minimum)
+    pre: torch.Tensor  # the dense no-grad pre-activations: a buffer the next step can reuse
+    sparse: bool  # whether the step took the (token, latent) pairs route
+
+
+def train_forward(sae: SAE, x: torch.Tensor, sparsity_scale: float = 1.0, dead: torch.Tensor | None = None,
+                  aux_coef: float = 0.0, k_aux: int = 1, pre_out: torch.Tensor | None = None,
+                  max_density: float | None = None) -> TrainForward:
+    """The forward of one training step on the fast path: the loss terms `train_sae`'s dense branch computes
+    (mse, the sparsity penalty, AuxK when `dead` latents are given), and the bookkeeping it needs.
+
+    TopK / BatchTopK always take the pairs route; relu / jumprelu take it when at most `max_density` (default
+    `MAX_SPARSE_DENSITY`) of the (token, latent) pairs are selected, and `dense_forward`'s route otherwise."""
+    pre, x_c = _encode_no_grad(sae, x, pre_out)
+    pairs = _select(sae, pre, MAX_SPARSE_DENSITY if max_density is None else max_density)
+    if pairs is not None:
+        x_hat, codes = _forward_pairs(sae, pairs, pre, x_c)
+        terms = {"mse": (x_hat - x).pow(2).sum(-1).mean(), **sparse_sparsity_loss(sae, codes, sparsity_scale)}
+        fired = codes.acts.detach() > 0
+        kept = codes.acts.detach()
+        fired_ids = torch.bincount(codes.col[fired], minlength=sae.cfg.d_sae).nonzero().squeeze(1)
+    else:
+        out = _dense_from_pre(sae, pre, x_c)
+        x_hat = out.x_hat
+        terms = {"mse": (x_hat - x).pow(2).sum(-1).mean(), **sae.sparsity_loss(out, sparsity_scale)}
+        fired = out.latents.detach() > 0
+        kept = out.latents.detach()
+        fired_ids = fired.any(0).nonzero().squeeze(1)
+    if aux_coef and dead is not None and bool(dead.any()):
+        k_aux = max(1, k_aux)
+        terms["aux_k"] = aux_coef * auxk_loss_sparse(sae, pre, x_c, (x - x_hat).detach(), dead, k_aux)
+    return TrainForward(x_hat, terms, fired_ids, int(fired.sum()), kept, pre, pairs is not None)
 
 
 def sparse_sparsity_loss(sae: SAE, codes: SparseCodes, scale: float = 1.0) -> dict[str, torch.Tensor]:
@@ -230,10 +335,14 @@ def sparse_sparsity_loss(sae: SAE, codes: SparseCodes, scale: float = 1.0) -> di
     return {}
 
 
-def _auxk_select(pre: torch.Tensor, dead: torch.Tensor, k_aux: int) -> Pairs:
+#: AuxK on the dead latents' columns as dense matrices while each token keeps at least this fraction of the dead
+#: latents (k_aux of n_dead), as sparse pairs below it
+AUXK_DENSE_FRACTION = 0.3
+
+
+def _auxk_select(pre: torch.Tensor, dead_ids: torch.Tensor, k_aux: int) -> Pairs:
     """Each token's k_aux largest pre-activations among dead latents, as a CSR pattern."""
-    dead_ids = dead.nonzero().squeeze(1)
-    local = pre[:, dead_ids].topk(min(k_aux, len(dead_ids)), dim=-1, sorted=False).indices
+    local = pre.index_select(1, dead_ids).topk(min(k_aux, len(dead_ids)), dim=-1, sorted=False).indices
     crow, col, rows, _ = _csr_from_topk(dead_ids[local])
     return Pairs(crow, col, rows, pre.shape[1])
 
@@ -248,11 +357,26 @@ def auxk_loss(residual: torch.Tensor, residual_hat: torch.Tensor, n_dead: int, k
 
 def auxk_loss_sparse(sae: SAE, pre: torch.Tensor, x_c: torch.Tensor, residual: torch.Tensor,
                      dead: torch.Tensor, k_aux: int) -> torch.Tensor:
-    """AuxK on the sparse path, from `sparse_forward`'s dense `pre` and `x_c`."""
-    pairs = _auxk_select(pre, dead, k_aux)
+    """AuxK on the sparse path, from `sparse_forward`'s dense `pre` and `x_c`: the same selection and loss as
+    `auxk_loss_dense`, computed on the dead latents' columns only (dense while few latents are dead and each token
+    keeps most of them, as (token, latent) pairs otherwise)."""
+    dead_ids = dead.nonzero().squeeze(1)
+    n_dead = len(dead_ids)
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
-    acts = _EncodePairs.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre, pairs)
-    return auxk_loss(residual, _DecodePairs.apply(acts, sae.W_dec, pairs), int(dead.sum()), k_aux)
+    if min(k_aux, n_dead) >= AUXK_DENSE_FRACTION * n_dead:
+        with torch.no_grad():
+            pre_cols = pre.index_select(1, dead_ids)
+        cols = _EncodeColumns.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre_cols, dead_ids)
+        if k_aux < n_dead:  # keep each token's k_aux largest (as the dense path's topk + scatter)
+            keep = torch.zeros_like(pre_cols, dtype=torch.bool)
+            keep.scatter_(-1, pre_cols.topk(k_aux, dim=-1, sorted=False).indices, True)
+            cols = cols * keep
+        residual_hat = cols @ sae.W_dec.index_select(0, dead_ids)
+    else:
+        pairs = _auxk_select(pre, dead_ids, k_aux)
+        acts = _EncodePairs.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre, pairs)
+        residual_hat = _DecodePairs.apply(acts, sae.W_dec, pairs)
+    return auxk_loss(residual, residual_hat, n_dead, k_aux)
 
 
 def auxk_loss_dense(sae: SAE, out: SAEOutput, residual: torch.Tensor, dead: torch.Tensor, k_aux: int) -> torch.Tensor:
@@ -268,6 +392,7 @@ def auxk_loss_dense(sae: SAE, out: SAEOutput, residual: torch.Tensor, dead: torc
 
 
 __all__ = [
-    "MAX_SPARSE_DENSITY", "Pairs", "SparseCodes", "auxk_loss", "auxk_loss_dense", "auxk_loss_sparse",
-    "has_sparse_path", "sparse_forward", "sparse_sparsity_loss",
+    "AUXK_DENSE_FRACTION", "MAX_SPARSE_DENSITY", "Pairs", "SparseCodes", "auxk_loss", "auxk_loss_dense",
+    "auxk_loss_sparse", "TrainForward", "dense_forward", "has_sparse_path", "sparse_forward", "sparse_sparsity_loss",
+    "train_forward",
 ]

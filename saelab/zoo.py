@@ -341,5 +341,5 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bo
 
 
 __all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
-           "corpus_folder", "corpus_record", "gate_claims", "gate_report",
+           "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report",
            "gate", "get_sae", "get_saes", "heldout_texts", "sae_folder", "spec_key", "table", "training_texts"]

@@ -8,13 +8,16 @@ import pytest
 import torch
 
 import saelab.train as train_module
+from saelab import train_sparse
 from saelab.sae import SAE, SAEConfig
 from saelab.train import TrainConfig, train_sae
 from saelab.train_sparse import (
     auxk_loss_dense,
     auxk_loss_sparse,
+    dense_forward,
     sparse_forward,
     sparse_sparsity_loss,
+    train_forward,
 )
 
 D_IN, D_SAE, K = 16, 64, 4
@@ -92,6 +95,35 @@ def test_sparse_path_gives_the_dense_losses_and_gradients_term_by_term(arch, app
         assert gradients(sae, dense_terms(sae, x, 0.6)["l1"])["W_dec"].abs().max() > 0
 
 
+@pytest.mark.parametrize("k_aux", [5, 10, 22, 30])
+def test_sparse_auxk_gives_the_dense_loss_and_gradients(k_aux):
+    """22 of the 64 latents are dead: k_aux 5 takes the (token, latent) pairs route, 10 the dense dead columns with
+    a top-k mask, 22 and 30 every dead latent of every token."""
+    sae, x = make_sae("topk"), batch()
+
+    def dense():
+        out = sae.forward_train(x)
+        return auxk_loss_dense(sae, out, (x - out.x_hat).detach() + 0.1, dead_mask(), k_aux)
+
+    def sparse():
+        x_hat, _, pre, x_c = sparse_forward(sae, x)
+        return auxk_loss_sparse(sae, pre, x_c, (x - x_hat).detach() + 0.1, dead_mask(), k_aux)
+
+    assert torch.allclose(sparse(), dense(), rtol=1e-12)
+    expected, got = gradients(sae, dense()), gradients(sae, sparse())
+    for name in ("W_enc", "b_enc", "b_dec", "W_dec"):
+        assert expected[name].abs().max() > 0, name
+        assert torch.allclose(got[name], expected[name], rtol=1e-10, atol=1e-12), name
+
+
+def test_sparse_forward_reuses_a_buffer_for_pre():
+    sae, x = make_sae("topk"), batch()
+    buffer = torch.empty(len(x), D_SAE, dtype=torch.float64)
+    x_hat, _, pre, _ = sparse_forward(sae, x, buffer)
+    assert pre.data_ptr() == buffer.data_ptr()
+    assert torch.allclose(x_hat, sparse_forward(sae, x)[0])
+
+
 @pytest.mark.parametrize("arch", ["relu", "jumprelu"])
 def test_sparse_codes_are_the_dense_latents(arch):
     sae, x = make_sae(arch), batch()
@@ -118,21 +150,23 @@ def test_sparse_path_with_no_active_latent():
 
 
 def _spy_paths(monkeypatch) -> list[str]:
+    """Record the route of each training step: "pairs", "dense-from-pre" (train_forward) or "readable"."""
     paths: list[str] = []
-    sparse = train_module.sparse_forward
+    fast = train_module.train_forward
 
-    def spy(sae, x):
-        paths.append("sparse")
-        return sparse(sae, x)
+    def spy(*args, **kwargs):
+        result = fast(*args, **kwargs)
+        paths.append("pairs" if result.sparse else "dense-from-pre")
+        return result
 
     original = SAE.forward_train
 
-    def dense_spy(self, x):
-        paths.append("dense")
+    def readable_spy(self, x):
+        paths.append("readable")
         return original(self, x)
 
-    monkeypatch.setattr(train_module, "sparse_forward", spy)
-    monkeypatch.setattr(SAE, "forward_train", dense_spy)
+    monkeypatch.setattr(train_module, "train_forward", spy)
+    monkeypatch.setattr(SAE, "forward_train", readable_spy)
     return paths
 
 
@@ -144,9 +178,9 @@ def toy_data(n: int = 2000) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("arch", ["relu", "jumprelu"])
-def test_trainer_sparse_path_matches_the_dense_trainer(arch, monkeypatch):
-    """Forced onto the sparse path from the first step, a short run ends where the dense trainer ends (float64,
-    AuxK on, an L1 / L0 warm-up), and logs the same numbers."""
+def test_trainer_fast_routes_match_the_readable_trainer(arch, monkeypatch):
+    """Forced onto the pairs route, or onto the dense-from-pre route, from the first step, a short run ends where
+    the readable trainer ends (float64, AuxK on, an L1 / L0 warm-up), and logs the same numbers."""
     data = toy_data().double()
     cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, l1_coefficient=0.05, l0_coefficient=0.02,
                     dtype="float64")
@@ -160,24 +194,57 @@ def test_trainer_sparse_path_matches_the_dense_trainer(arch, monkeypatch):
         return train_sae(data, cfg, TrainConfig(sparse_kernels=sparse_kernels, **tcfg), sae=sae, progress=False)
 
     paths = _spy_paths(monkeypatch)
-    dense = run(False)
-    assert set(paths) == {"dense"}
-    monkeypatch.setattr(train_module, "MAX_SPARSE_DENSITY", 1.0)
-    paths.clear()
-    sparse = run(True)
-    assert paths == ["sparse"] * 12
-    assert any("aux_k" in row for row in sparse.training_log)
-    for name, tensor in dense.state_dict().items():
-        assert torch.allclose(sparse.state_dict()[name], tensor, rtol=1e-6, atol=1e-8), name
-    for ours, theirs in zip(sparse.training_log, dense.training_log, strict=True):
-        assert ours.keys() == theirs.keys()
-        for key in ours:
-            assert ours[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), key
+    readable = run(False)
+    assert set(paths) == {"readable"}
+    for max_density, route in ((1.0, "pairs"), (0.0, "dense-from-pre")):
+        monkeypatch.setattr(train_sparse, "MAX_SPARSE_DENSITY", max_density)
+        paths.clear()
+        fast = run(True)
+        assert paths == [route] * 12
+        assert any("aux_k" in row for row in fast.training_log)
+        for name, tensor in readable.state_dict().items():
+            assert torch.allclose(fast.state_dict()[name], tensor, rtol=1e-6, atol=1e-8), (route, name)
+        for ours, theirs in zip(fast.training_log, readable.training_log, strict=True):
+            assert ours.keys() == theirs.keys()
+            for key in ours:
+                assert ours[key] == pytest.approx(theirs[key], rel=1e-6, abs=1e-9), (route, key)
 
 
-def test_relu_trainer_switches_to_the_sparse_path_once_latents_are_sparse(monkeypatch):
+def test_relu_trainer_switches_to_the_pairs_route_once_latents_are_sparse(monkeypatch):
     paths = _spy_paths(monkeypatch)
     cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="relu", l1_coefficient=0.5)
     sae = train_sae(toy_data(), cfg, TrainConfig(n_steps=60, batch_size=128, lr=1e-2, log_every=10), progress=False)
-    assert paths[0] == "dense" and paths[-1] == "sparse", paths
-    assert sae.training_log[-1]["l0"] < 0.25 * D_SAE
+    assert paths[0] == "dense-from-pre" and paths[-1] == "pairs", paths
+    assert sae.training_log[-1]["l0"] < train_sparse.MAX_SPARSE_DENSITY * D_SAE
+
+
+@pytest.mark.parametrize("arch", ["relu", "jumprelu", "topk", "batchtopk"])
+def test_dense_forward_gives_the_readable_losses_and_gradients(arch):
+    sae, x = make_sae(arch), batch()
+
+    def terms(out):
+        return {"mse": (out.x_hat - x).pow(2).sum(-1).mean(), **sae.sparsity_loss(out, 0.6)}
+
+    expected, got = terms(sae.forward_train(x)), terms(dense_forward(sae, x)[0])
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], rtol=1e-12), name
+        want = gradients(sae, terms(sae.forward_train(x))[name])
+        have = gradients(sae, terms(dense_forward(sae, x)[0])[name])
+        for param in want:
+            assert torch.allclose(have[param], want[param], rtol=1e-10, atol=1e-12), (name, param)
+
+
+@pytest.mark.parametrize("max_density", [0.0, 1.0])
+@pytest.mark.parametrize("arch", ["relu", "jumprelu"])
+def test_train_forward_terms_and_bookkeeping_equal_the_readable_ones(arch, max_density):
+    sae, x = make_sae(arch), batch()
+    fast = train_forward(sae, x, 0.6, dead_mask(), 1 / 32, 5, max_density=max_density)
+    assert fast.sparse == (max_density == 1.0)
+    expected = dense_terms(sae, x, 0.6)
+    expected["aux_k"] = expected["aux_k"] / 32
+    assert set(fast.terms) == set(expected)
+    for name in expected:
+        assert torch.allclose(fast.terms[name], expected[name], rtol=1e-12), name
+    active = sae.train_activation(sae.pre_acts(x)).detach() > 0
+    assert torch.equal(fast.fired_ids, active.any(0).nonzero().squeeze(1))
+    assert fast.n_active == int(active.sum())
