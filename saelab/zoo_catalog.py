@@ -1,7 +1,8 @@
 """Which SAEs notebooks 02 and 04-06 use, per model: one catalog, so `make zoo` builds exactly what they load.
 
 Layers are given as fractions of depth (rounded to a block), so the catalog resolves on any model; on Gemma 3 270M
-(18 blocks) they are the blocks the notebooks have always used: 5 / 8 / 12 (notebook 04's early / middle / late),
+(18 blocks) they are the blocks the notebooks have always used: 5 / 8 / 12 (notebook 04's early / middle / late;
+notebook 07 reads with the middle one),
 6 (notebooks 02 and 06), and 1, 5, 8, 12, 16 (notebook 05's layer sweep).
 
     specs = notebook_specs(model, "05")      # {name: SAESpec}
@@ -15,7 +16,7 @@ import numpy as np
 from saelab.models import model_name
 from saelab.zoo_spec import SAESpec
 
-NOTEBOOKS = ("02", "04", "05", "06")
+NOTEBOOKS = ("02", "04", "05", "06", "07")
 #: notebook 04's early / middle / late residual streams (the anchor: about 25 / 45 / 70% deep)
 PROBE_DEPTHS = {"early": 0.28, "middle": 0.45, "late": 0.67}
 #: notebooks 02 and 06: one hook, 12 SAEs of four architectures at three sparsities
@@ -69,13 +70,16 @@ def probe_specs(model) -> dict[str, SAESpec]:
 
 
 def notebook_specs(model, notebook: str) -> dict[str, SAESpec]:
-    """The SAEs notebook `notebook` ("02", "04", "05" or "06") loads from the zoo, by name."""
+    """The SAEs notebook `notebook` ("02", "04", "05", "06" or "07") loads from the zoo, by name."""
     if notebook not in NOTEBOOKS:
         raise ValueError(f"notebook={notebook!r}: the zoo serves notebooks {NOTEBOOKS}")
     if model_name(model) == SECOND_MODEL:
-        return {"smollm2": SAESpec(resid_post(block_at(model, SECOND_MODEL_DEPTH)))} if notebook == "04" else {}
+        second = {"smollm2": SAESpec(resid_post(block_at(model, SECOND_MODEL_DEPTH)))}
+        return second if notebook in ("04", "07") else {}
     if notebook == "04":
         return probe_specs(model)
+    if notebook == "07":  # the model's reading of a word: notebook 04's middle-layer SAE
+        return {"reading": probe_specs(model)["middle post 4096"]}
     if notebook == "05":
         return polysemy_specs(model)
     return architecture_sweep(resid_post(block_at(model, SWEEP_DEPTH)))

@@ -120,7 +120,7 @@ def test_catalog_resolves_on_gemma_depth():
     assert layers == [f"blocks.{b}.hook_resid_post" for b in (1, 5, 8, 12, 16)]
     assert len(zoo_catalog.catalog_hooks(gemma)) == 9
     specs = zoo_catalog.all_specs(gemma)
-    assert len(specs) == 27 and specs[zoo.SAESpec("blocks.8.hook_resid_post")] == ["04", "05"]
+    assert len(specs) == 27 and specs[zoo.SAESpec("blocks.8.hook_resid_post")] == ["04", "05", "07"]
     smol = SimpleNamespace(cfg=SimpleNamespace(n_layers=30, model_name="smollm2-135m"))
     assert [s.hook for s in zoo_catalog.all_specs(smol)] == ["blocks.14.hook_resid_post"]
 
