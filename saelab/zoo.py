@@ -2,7 +2,7 @@
 
 Notebooks 02 and 04-06 sweep layers, components, widths and architectures. Each SAE they need is an `SAESpec`
 (`zoo_spec`; the notebooks' own lists are in `zoo_catalog`). `get_saes(model, specs)` loads the ones already in
-saelab's cache and trains the rest with `saelab.train_sae` on one shared offline corpus (`training_texts`, about 1M
+saelab's cache and trains the rest with `saelab.train_sae` on one shared offline corpus (`training_texts`, about 0.9M
 tokens), extracted once at every hook any notebook needs and kept in float16 on disk. Training checkpoints, so a
 killed build resumes where it stopped. A cached SAE is reused only when its recorded key (model weights, spec,
 corpus, saelab version) matches, so a changed recipe never silently loads a stale SAE.
@@ -88,7 +88,7 @@ QUALITY_GATES = {
 
 def training_texts(smoke: bool | None = None) -> list[str]:
     """The offline SAE training corpus: every training-split text of `tweet-sentiment` (cleaned on load) and of
-    `wordnet-topics` (29,737 + the topic sentences, about 1M tokens), shuffled with seed 0; in smoke mode 500
+    `wordnet-topics` (30,935 texts, about 0.88M tokens), shuffled with seed 0; in smoke mode 500
     tweets and 200 topic sentences. Test-split texts are never in it: `heldout_texts` draws from them."""
     smoke = smoke_mode() if smoke is None else smoke
     tweets = load_task("tweet-sentiment", n=CORPUS_TWEETS_SMOKE if smoke else None)
