@@ -48,7 +48,7 @@ def main() -> int:
             source = ShardedTokens(folder, args.hook)
             started = time.perf_counter()
             for i in range(len(source)):
-                source.chunk(i).float()
+                float(source.chunk(i).float().sum())  # forces the read (a float32 shard would stay mapped)
             read_s = time.perf_counter() - started
             sae = train_sae(source, spec.sae_config(source.d_in), spec.train_config(), progress=False)
             ev = core_metrics(sae, heldout, progress=False)["explained_variance"]

@@ -1,4 +1,4 @@
-"""A prompted classifier on a frozen language model, explained from one hidden vector per sentence (ClassifSAE).
+"""notebook 03: A prompted classifier on a frozen language model, explained from one hidden vector per sentence.
 
 ClassifSAE explains a classifier LLM's decision from the residual stream entering its **last block** at the
 **last prompt token**. saelab builds such a classifier on any TransformerLens bridge without fine-tuning the model:
@@ -118,6 +118,36 @@ def last_block_hooks(model) -> tuple[str, str]:
     return f"blocks.{last}.hook_resid_pre", f"blocks.{last}.hook_resid_post"
 
 
+def last_block_parts(model):
+    """(last block, final norm, (rotary embedding, layer type) or None, the block's keyword names) of a bridge.
+
+    The bridge's own components are the model's modules (`model.blocks[i]` is the decoder layer, `model.ln_final`
+    the final norm), so this works on every layout TransformerLens maps to blocks + ln_final: GPT-2 (learned
+    positions, nothing to pass), and Gemma 2 / Gemma 3 / Llama (rotary: the block is given its position
+    embeddings, from the model's rotary module; Gemma 3 has one per layer type, sliding or full).
+    """
+    blocks, norm = getattr(model, "blocks", None), getattr(model, "ln_final", None)
+    layout = type(getattr(model, "original_model", model)).__name__
+    if blocks is None or norm is None or not len(blocks):
+        raise TypeError(f"The prompted classifier needs a TransformerLens bridge with `blocks` and `ln_final`; this "
+                        f"model ({layout}) has no such layout. Load it with saelab.load_model.")
+    block = blocks[model.cfg.n_layers - 1]
+    names = set(inspect.signature(getattr(block, "original_component", block).forward).parameters)
+    if "position_embeddings" not in names:
+        return block, norm, None, names
+    rotary = getattr(model, "rotary_emb", None)
+    if rotary is None:
+        raise TypeError(f"{layout}'s blocks take rotary position embeddings but the bridge exposes no `rotary_emb`: "
+                        "this layout is not supported by the prompted classifier (GPT-2, Gemma 2, Gemma 3 and Llama "
+                        "layouts are).")
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    layer_types = getattr(config, "layer_types", None)
+    inner = getattr(rotary, "original_component", rotary)  # the bridge wraps the HF module
+    takes_type = "layer_type" in inspect.signature(inner.forward).parameters
+    layer_type = layer_types[model.cfg.n_layers - 1] if layer_types and takes_type else None
+    return block, norm, (rotary, layer_type), names
+
+
 def sentence_vectors(model, texts: Sequence[str], label_names: Sequence[str], labels: Sequence[int] | None = None,
                      *, template: str = DEFAULT_TEMPLATE, with_outputs: bool = False, batch_size: int = 16,
                      cache: bool = True, dataset: str | None = None, progress: bool = True) -> SentenceVectors:
@@ -169,14 +199,7 @@ class PromptedClassifier:
         self.readout = readout
         self.hook_name = last_block_hooks(model)[0]
         self.d_model = int(model.cfg.d_model)
-        hf = model.original_model
-        self._block = hf.model.layers[model.cfg.n_layers - 1]
-        self._norm = hf.model.norm
-        self._rotary = hf.model.rotary_emb
-        layer_types = getattr(hf.config, "layer_types", None)
-        self._layer_type = layer_types[model.cfg.n_layers - 1] if layer_types else None
-        rotary = getattr(self._rotary, "original_component", self._rotary)  # the bridge wraps the HF module
-        self._rotary_takes_type = "layer_type" in inspect.signature(rotary.forward).parameters
+        self._block, self._norm, self._rotary, self._block_kwargs = last_block_parts(model)
         self.head = nn.Linear(self.d_model, len(self.label_names))
         self.head.requires_grad_(False)
         self.fitted = False
@@ -215,11 +238,14 @@ class PromptedClassifier:
         param = next(self._block.parameters())
         h = hidden.to(param.device, param.dtype)[:, None, :]
         position_ids = torch.zeros(h.shape[:2], dtype=torch.long, device=h.device)
-        if self._rotary_takes_type:
-            position_embeddings = self._rotary(h, position_ids, self._layer_type)
-        else:
-            position_embeddings = self._rotary(h, position_ids)
-        out = self._block(h, position_embeddings=position_embeddings, attention_mask=None, position_ids=position_ids)
+        kwargs = {"attention_mask": None}
+        if "position_ids" in self._block_kwargs:
+            kwargs["position_ids"] = position_ids
+        if self._rotary is not None:
+            rotary, layer_type = self._rotary
+            args = (h, position_ids) if layer_type is None else (h, position_ids, layer_type)
+            kwargs["position_embeddings"] = rotary(*args)
+        out = self._block(h, **kwargs)
         if isinstance(out, tuple):  # older transformers return (hidden_states, ...)
             out = out[0]
         return self._norm(out)[:, 0, :]
@@ -383,6 +409,7 @@ def build_classifier(model, task, *, n_train: int | None = None, template: str |
 
 __all__ = [
     "DEFAULT_TEMPLATE", "TASK_TEMPLATES", "PromptedClassifier", "SentenceVectors", "build_classifier",
-    "build_prompts", "check_class_counts", "label_words", "last_block_hooks", "options_phrase", "sentence_vectors",
+    "build_prompts", "check_class_counts", "label_words", "last_block_hooks", "last_block_parts", "options_phrase",
+    "sentence_vectors",
     "template_for",
 ]

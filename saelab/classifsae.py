@@ -1,4 +1,4 @@
-"""ClassifSAE (arXiv 2506.23951): a TopK SAE whose first latents feed a linear classifier head.
+"""notebook 03: ClassifSAE (arXiv 2506.23951): a TopK SAE whose first latents feed a linear classifier head.
 
 The SAE explains a classifier from one hidden vector per sentence (see `saelab.classifier`). Its first
 `n_concepts` latents, z_class, are reserved for the decision: a linear head maps z_class to class logits and is
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saelab.config import config_from_dict
 from saelab.sae import SAE, SAEConfig, SAEOutput
 from saelab.sae_files import load_extra_weights
 from saelab.train import TrainConfig, train_sae
@@ -83,8 +84,7 @@ class ClassifSAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> ClassifSAEConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return config_from_dict(cls, d)
 
 
 def anchor_train_config(n_steps: int, batch_size: int = 256, *, lr: float = 5e-5, min_lr: float = 5e-7,

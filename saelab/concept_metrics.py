@@ -1,4 +1,4 @@
-"""Concept metrics of a classifier's explanations (ClassifSAE, arXiv 2506.23951), and a sentence encoder
+"""notebook 03: Concept metrics of a classifier's explanations (ClassifSAE, arXiv 2506.23951), and a sentence encoder
 (notebooks 03, 06).
 
 A concept method maps each sentence vector x to m concept activations a (ClassifSAE: its z_class) and back to a

@@ -1,4 +1,4 @@
-"""Concept explanations of a classifier: ClassifSAE and four baselines behind one interface, and their evaluation.
+"""notebook 03: Concept explanations of a classifier: ClassifSAE and four baselines behind one interface, and their evaluation.
 
 Every method turns sentence vectors x [n, d] into m concept activations (m = 20 here) and decodes concept
 activations back into a hidden vector that the classifier can be run on:

@@ -1,4 +1,4 @@
-"""PS-Eval: does the top SAE latent at a word separate the word's senses? (arXiv 2501.06254)
+"""notebook 05: PS-Eval: does the top SAE latent at a word separate the word's senses? (arXiv 2501.06254)
 
 Each Word-in-Context (WiC) pair holds two contexts that share a target word, labelled 1 (same sense) or 0
 (different senses). PS-Eval turns each context into the prompt ``"{context} The {target_word} means"`` (BOS

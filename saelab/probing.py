@@ -1,4 +1,4 @@
-"""MOSAIC-style probing: SAE codes pooled into one feature vector per text, binarized, fed to simple classifiers.
+"""notebook 04: MOSAIC-style probing: SAE codes pooled into one feature vector per text, binarized, fed to classifiers.
 
 The recipe of MOSAIC (arXiv 2502.11367), step by step:
 

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
@@ -34,6 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from saelab.config import config_from_dict
 from saelab.sae_files import (
     NORMALIZATIONS,
     WEIGHTS_FILENAME,
@@ -56,6 +56,9 @@ def register_architecture(name: str):
     """Class decorator: make `SAE(SAEConfig(architecture=name, ...))` build this class."""
 
     def wrap(cls: type[SAE]) -> type[SAE]:
+        if name in ARCHITECTURES or name in _ALIASES:
+            raise ValueError(f"an SAE architecture named {name!r} is already registered "
+                             f"({ARCHITECTURES.get(name, name)!r}): choose another name")
         cls.architecture = name
         ARCHITECTURES[name] = cls
         return cls
@@ -124,11 +127,7 @@ class SAEConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> SAEConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            warnings.warn(f"SAEConfig.from_dict ignores unknown keys {unknown}", stacklevel=2)
-        return cls(**{key: value for key, value in d.items() if key in names})
+        return config_from_dict(cls, d)
 
 
 class SAEOutput(NamedTuple):

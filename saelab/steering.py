@@ -1,4 +1,4 @@
-"""Steering with SAE latents: the intervention, batched steered generation and the feature-selection criteria
+"""notebook 06: Steering with SAE latents: the intervention, batched steered generation, the selection criteria
 (methods.md §4); the judge-free steering score and rank agreement live in `saelab.steering_eval`.
 
 Steering latent j with strength alpha adds

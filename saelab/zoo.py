@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 from tqdm.auto import tqdm
 
 from saelab._version import __version__
@@ -265,11 +266,17 @@ class Heldout:
         return scores | {"ce_loss_score": float(recon["ce_loss_score"]), "n_tokens": int(core["n_tokens"])}
 
 
+def training_device() -> str:
+    """Where zoo SAEs train: the GPU when there is one (same batches and recipe, fp32 weights; the sparse TopK
+    kernels are the CPU path), else the CPU. Not part of an SAE's key: the result is the same SAE up to rounding."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
 def _train_one(model, spec: SAESpec, key: str, token_folder: Path, heldout: Heldout, bar) -> SAE:
     folder = sae_folder(model, spec, key)
     ckpt_dir = folder.with_name(folder.name + ".checkpoints")
     source = ShardedTokens(token_folder, spec.hook)
-    tcfg = spec.train_config(checkpoint_dir=str(ckpt_dir),
+    tcfg = spec.train_config(checkpoint_dir=str(ckpt_dir), device=training_device(),
                              checkpoint_every=max(10, spec.tokens // spec.batch_size // 10))
     resume = bool(find_checkpoints(ckpt_dir))
     done = [0]
@@ -341,5 +348,5 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bo
 
 
 __all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
-           "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report",
+           "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report", "training_device",
            "gate", "get_sae", "get_saes", "heldout_texts", "sae_folder", "spec_key", "table", "training_texts"]
