@@ -1,29 +1,42 @@
-"""Benchmark: training a TopK SAE with saelab against SAELens' trainer, on the same cached activations.
+"""Benchmark: training TopK, ReLU and JumpReLU SAEs with saelab against SAELens' trainer, on the same activations.
 
 Data: Gemma 3 270M `blocks.6.hook_resid_post` token activations (BOS left out) of the first `--n-texts` tweets of
 `load_task("tweet-sentiment").train`, extracted once by `saelab.extract(..., pooling="none", cache=True)`; a
 held-out set from the first `--n-eval` tweets of the test split, extracted the same way.
 
-Both trainers get the same recipe: TopK, d_in 640, d_sae 4096, k 32, batch 4096, `--steps` steps, Adam with lr
-4e-4 (saelab's default for 4096 latents), betas (0.9, 0.999), linear warm-up over 5% of the steps and linear decay
-to 0 over the last 20%, fp32, seed 0, inputs scaled to an average norm of sqrt(d_in) estimated on 16,384 rows
-(`normalize_activations="expected_average_only_in"`, folded into the weights at the end: Gemma's residual stream
-has norms in the thousands); and the same batches in the same order (SAELens' data provider yields the rows of
-saelab's seeded `BatchStream`; its norm estimate reads the first 4 of them). Otherwise each keeps its defaults:
+Three architectures, each trained by both trainers with the same recipe: d_in 640, d_sae 4096, batch 4096, `--steps`
+steps, Adam with betas (0.9, 0.999), linear warm-up over 5% of the steps and linear decay to 0 over the last 20%,
+fp32, seed 0, inputs scaled to an average norm of sqrt(d_in) (`normalize_activations="expected_average_only_in"`,
+folded into the weights at the end: Gemma's residual stream has norms in the thousands):
 
-  saelab   `train_sae`: geometric-median b_dec, unit-norm decoder rows, AuxK (1/32), sparse TopK backward.
-  SAELens  `SAETrainer` + `TopKTrainingSAE` (6.54): rescale_acts_by_decoder_norm, AuxK (coefficient 1), dense
-           backward. Its own initialisation (b_dec zero, decoder rows of norm 0.1) is tuned for long runs and
-           costs it most of a short one on Gemma's residual stream (a large shared offset), so by default it
-           starts as saelab does: decoder rows of norm 1 (`decoder_init_norm=1.0`, W_enc = W_dec^T) and b_dec at
-           the geometric median of 16,384 scaled rows (computed inside its timed region).
-           `--saelens-init default` keeps SAELens' own (held-out EV about -4.9 after 60 steps here).
-           SAELens' `use_sparse_activations` option is not used: its backward fails on CPU with torch 2.13
-           (NotImplementedError: aten::view on the SparseCPU backend).
+  topk      k 32, lr 4e-4 (saelab's default for 4096 latents)
+  relu      L1 coefficient 0.3 on sum_j z_j ||W_dec[j]|| (the same penalty in both), lr 2e-3 (the zoo's recipe)
+  jumprelu  L0 coefficient 1.0 (step-function penalty, straight-through threshold gradient, bandwidth 0.05),
+            initial threshold 0.5, lr 2e-3 (the zoo's recipe)
 
-Each trainer runs in its own subprocess (`--only saelab|saelens`). Measured there:
+Both see the same batches in the same order (SAELens' data provider yields the rows of saelab's seeded
+`BatchStream`) and, by default (`--saelens-init saelab`), start from the same point: SAELens' SAE gets saelab's
+initial weights (unit-norm decoder rows, W_enc = W_dec^T, b_enc 0, JumpReLU thresholds 0.5), b_dec at the geometric
+median and the input scale estimated on the same 16,384 rows saelab's `train_sae` uses (computed inside SAELens' timed
+region; its own norm estimate, which would consume the first 4 batches, is skipped). Sparsity is matched by giving
+both the same L1 / L0 coefficient on the same penalty; the table reports both held-out L0s. Otherwise each keeps its
+defaults:
+
+  saelab   `train_sae`: unit-norm decoder rows (gradient projected, rows renormalised), AuxK (1/32, topk only),
+           sparse backward (TopK always; ReLU / JumpReLU once at most 20% of the (token, latent) pairs are active,
+           before that a dense step without the input gradient).
+  SAELens  `SAETrainer` (6.54) with `TopKTrainingSAE` (rescale_acts_by_decoder_norm, AuxK coefficient 1 after 1000
+           steps without firing, so never in a short run), `StandardTrainingSAE` or `JumpReLUTrainingSAE`; gradient
+           norm clipping at 1; dense backward. SAELens' `use_sparse_activations` option is not used: its backward
+           fails on CPU with torch 2.13 (NotImplementedError: aten::view on the SparseCPU backend).
+           `--saelens-init default` keeps SAELens' own initialisation (b_dec 0, decoder rows of norm 0.1, its own
+           norm estimate): tuned for long runs, it costs SAELens most of a short one on Gemma's residual stream
+           (TopK held-out EV about -4.9 after 60 steps).
+
+Each (architecture, trainer) runs in its own subprocess (`--only saelab|saelens --arch ...`). Measured there:
   tokens/s      steps x batch / wall time of the whole training call (building the SAE and trainer, any
-                initialisation, every step); "steady" excludes the first 3 steps.
+                initialisation, every step); "steady" excludes the first 3 steps. "tok/CPU-s" divides by the
+                process's CPU time instead (all its threads): less sensitive to other jobs on a shared machine.
   peak memory   peak RSS (VmHWM) minus the RSS just before training; the peak mark is reset first
                 (/proc/self/clear_refs), so this is the extra memory training needs.
 Then the SAELens SAE is saved with `save_inference_model` and read back by `saelab.SAE.load` (checked against
@@ -31,8 +44,9 @@ SAELens' own forward pass), and both SAEs are scored by `saelab.metrics.core_met
 explained variance and L0 are measured by the same code. Timings use torch's default threads; on a shared machine
 they are noisy.
 
-    .venv/bin/python bench/training.py                  # 4000 tweets (~125k tokens), 60 steps
-    .venv/bin/python bench/training.py --steps 20 --n-texts 1000
+    .venv/bin/python bench/training.py                           # 4000 tweets (~125k tokens), 60 steps, 3 archs
+    .venv/bin/python bench/training.py --quick                   # 10 steps each: a smoke check of the harness
+    .venv/bin/python bench/training.py --archs topk --steps 20 --n-texts 1000
 """
 
 from __future__ import annotations
@@ -49,7 +63,14 @@ from pathlib import Path
 import torch
 
 HOOK = "blocks.6.hook_resid_post"
-D_SAE, K, BATCH, LR, SEED = 4096, 32, 4096, 4e-4, 0
+D_SAE, BATCH, SEED = 4096, 4096, 0
+#: per architecture: learning rate and the SAE options both trainers get
+RECIPES: dict[str, dict] = {
+    "topk": {"lr": 4e-4, "k": 32},
+    "relu": {"lr": 2e-3, "l1_coefficient": 0.3},
+    "jumprelu": {"lr": 2e-3, "l0_coefficient": 1.0, "jumprelu_init_threshold": 0.5, "jumprelu_bandwidth": 0.05},
+}
+ARCHS = tuple(RECIPES)
 
 
 def _status_kb(field: str) -> int:
@@ -78,20 +99,39 @@ def prepare(n_texts: int, n_eval: int) -> tuple[str, str]:
     return folders[0], folders[1]
 
 
-def run_one(which: str, train_folder: str, eval_folder: str, steps: int, saelens_init: str) -> dict:
+def _saelens_sae(arch: str, d_in: int, init: str):
+    """SAELens' training SAE for `arch` with the recipe's options."""
+    import sae_lens
+
+    recipe = {key: value for key, value in RECIPES[arch].items() if key != "lr"}
+    common = {"d_in": d_in, "d_sae": D_SAE, "normalize_activations": "expected_average_only_in",
+              "decoder_init_norm": 1.0 if init == "saelab" else 0.1}
+    if arch == "topk":
+        return sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(**common, **recipe))
+    if arch == "relu":
+        return sae_lens.StandardTrainingSAE(sae_lens.StandardTrainingSAEConfig(**common, **recipe))
+    return sae_lens.JumpReLUTrainingSAE(sae_lens.JumpReLUTrainingSAEConfig(**common, **recipe))
+
+
+def run_one(which: str, arch: str, train_folder: str, eval_folder: str, steps: int, saelens_init: str) -> dict:
     """Train one SAE in this process; return its speed, memory and held-out metrics."""
     from saelab.activation_cache import ShardedTokens
     from saelab.activations import load_activations
     from saelab.metrics import core_metrics
     from saelab.sae import SAE, SAEConfig
     from saelab.train import TrainConfig, geometric_median, train_sae
-    from saelab.train_data import BatchStream
+    from saelab.train_data import BatchStream, derive_seed
 
     source = ShardedTokens(train_folder, HOOK)
+    recipe = dict(RECIPES[arch])
+    lr = recipe.pop("lr")
+    cfg = SAEConfig(d_in=source.d_in, d_sae=D_SAE, architecture=arch, normalize_activations="expected_average_only_in",
+                    **recipe)
     warmup, decay = max(1, steps // 20), int(0.2 * steps)
+    tcfg = TrainConfig(n_steps=steps, batch_size=BATCH, lr=lr, warmup_steps=warmup, decay="linear",
+                       decay_fraction=decay / steps, seed=SEED)
     stamps: list[float] = []
     if which == "saelens":
-        import sae_lens
         from sae_lens.config import SAETrainerConfig
         from sae_lens.training.sae_trainer import SAETrainer
 
@@ -101,23 +141,16 @@ def run_one(which: str, train_folder: str, eval_folder: str, steps: int, saelens
                 yield stream.next().acts
     baseline_kb = _status_kb("VmRSS")
     _reset_peak()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     if which == "saelab":
-        cfg = SAEConfig(d_in=source.d_in, d_sae=D_SAE, architecture="topk", k=K,
-                        normalize_activations="expected_average_only_in")
-        tcfg = TrainConfig(n_steps=steps, batch_size=BATCH, lr=LR, warmup_steps=warmup, decay="linear",
-                           decay_fraction=decay / steps, seed=SEED)
         sae = train_sae(source, cfg, tcfg, progress=False, callback=lambda *a: stamps.append(time.perf_counter()))
     else:
         torch.manual_seed(SEED)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            trained = sae_lens.TopKTrainingSAE(sae_lens.TopKTrainingSAEConfig(
-                d_in=source.d_in, d_sae=D_SAE, k=K,
-                normalize_activations="expected_average_only_in",
-                decoder_init_norm=1.0 if saelens_init == "saelab" else 0.1))
+            trained = _saelens_sae(arch, source.d_in, saelens_init)
             trainer = SAETrainer(SAETrainerConfig(
-                total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, lr=LR, lr_end=LR,
+                total_training_samples=steps * BATCH, train_batch_size_samples=BATCH, lr=lr, lr_end=lr,
                 lr_warm_up_steps=warmup, lr_decay_steps=decay, adam_beta1=0.9, adam_beta2=0.999,
                 n_batches_for_norm_estimate=16384 // BATCH), trained, provider())
             original_step = trainer._train_step
@@ -128,15 +161,22 @@ def run_one(which: str, train_folder: str, eval_folder: str, steps: int, saelens
                 return out
 
             trainer._train_step = timed_step
-            if saelens_init == "saelab":  # b_dec as saelab's train_sae sets it, on the scaled rows
-                sample = BatchStream(source, 16384, seed=SEED + 1).take(16384).acts
+            if saelens_init == "saelab":  # start where saelab's train_sae starts (see the module docstring)
+                start = SAE(cfg, seed=SEED)  # saelab's initial weights
+                sample = BatchStream(source, tcfg.init_samples, seed=derive_seed(SEED, 7)).take(
+                    tcfg.init_samples, within_epoch=True).acts  # the rows train_sae initialises from
                 scale = source.d_in ** 0.5 / float(sample.norm(dim=1).mean())
+                trainer.activation_scaler.scaling_factor = scale
                 with torch.no_grad():
+                    for name in ("W_enc", "W_dec", "b_enc") + (("threshold",) if arch == "jumprelu" else ()):
+                        getattr(trained, name).copy_(getattr(start, name))
                     trained.b_dec.copy_(geometric_median(sample * scale))
             trainer.fit()
-    elapsed = time.perf_counter() - started
+    elapsed, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu_started
     peak_mb = (_status_kb("VmHWM") - baseline_kb) / 1024
     if which == "saelens":  # read back with saelab, so that both SAEs are scored by the same code
+        import sae_lens
+
         with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
             warnings.simplefilter("ignore")
             trained.save_inference_model(tmp)
@@ -149,45 +189,61 @@ def run_one(which: str, train_folder: str, eval_folder: str, steps: int, saelens
     held_out = load_activations(eval_folder).tensor
     metrics = core_metrics(sae, held_out, progress=False)
     steady = (len(stamps) - 3) * BATCH / (stamps[-1] - stamps[2]) if len(stamps) > 4 else float("nan")
-    return {"which": which, "tokens_per_s": steps * BATCH / elapsed, "steady_tokens_per_s": steady,
-            "seconds": elapsed, "peak_mb": peak_mb, "explained_variance": metrics["explained_variance"],
-            "l0": metrics["l0"], "n_eval_tokens": metrics["n_tokens"], "threads": torch.get_num_threads()}
+    return {"which": which, "arch": arch, "lr": lr, "tokens_per_s": steps * BATCH / elapsed,
+            "steady_tokens_per_s": steady, "seconds": elapsed, "cpu_seconds": cpu_seconds, "peak_mb": peak_mb,
+            "explained_variance": metrics["explained_variance"], "l0": metrics["l0"],
+            "n_eval_tokens": metrics["n_tokens"], "threads": torch.get_num_threads()}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, default=60, help="training steps of 4096 tokens (default 60)")
+    parser.add_argument("--quick", action="store_true", help="10 steps per SAE: checks the harness, not the speed")
+    parser.add_argument("--archs", default=",".join(ARCHS), help=f"comma-separated subset of {','.join(ARCHS)}")
     parser.add_argument("--n-texts", type=int, default=4000, help="tweets whose tokens train both SAEs")
     parser.add_argument("--n-eval", type=int, default=500, help="held-out tweets for explained variance and L0")
     parser.add_argument("--saelens-init", choices=["saelab", "default"], default="saelab",
                         help="SAELens' initialisation: saelab's (default) or its own (b_dec 0, decoder norm 0.1)")
     parser.add_argument("--only", choices=["saelab", "saelens"], help=argparse.SUPPRESS)
+    parser.add_argument("--arch", choices=ARCHS, help=argparse.SUPPRESS)
     parser.add_argument("--folders", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.steps < 5:
+    steps = 10 if args.quick else args.steps
+    archs = [a.strip() for a in args.archs.split(",") if a.strip()]
+    if steps < 5:
         parser.error("--steps must be at least 5")
+    if not archs or set(archs) - set(ARCHS):
+        parser.error(f"--archs must name some of {', '.join(ARCHS)}, got {args.archs!r}")
     if args.only:
-        print(json.dumps(run_one(args.only, *args.folders, args.steps, args.saelens_init)))
+        print(json.dumps(run_one(args.only, args.arch, *args.folders, steps, args.saelens_init)))
         return
     folders = prepare(args.n_texts, args.n_eval)
-    results = {}
-    for which in ("saelab", "saelens"):
-        command = [sys.executable, __file__, "--only", which, "--folders", *folders, "--steps", str(args.steps)]
-        command += ["--saelens-init", args.saelens_init]
-        print(f"training with {which} ({args.steps} steps x {BATCH} tokens)...", file=sys.stderr, flush=True)
-        done = subprocess.run(command, check=True, capture_output=True, text=True)
-        results[which] = json.loads(done.stdout.strip().splitlines()[-1])
-    ours, theirs = results["saelab"], results["saelens"]
-    print(f"\nTopK SAE, d_in 640 -> d_sae {D_SAE}, k {K}, batch {BATCH}, {args.steps} steps, lr {LR}, SAELens init "
-          f"{args.saelens_init}, "
-          f"{ours['threads']} torch threads; held-out: {ours['n_eval_tokens']:,} tokens")
-    print(f"{'trainer':<10}{'tokens/s':>10}{'steady tok/s':>14}{'seconds':>9}{'peak MB':>9}{'EV':>8}{'L0':>7}")
-    for name, r in (("saelab", ours), ("SAELens", theirs)):
-        print(f"{name:<10}{r['tokens_per_s']:>10,.0f}{r['steady_tokens_per_s']:>14,.0f}{r['seconds']:>9.1f}"
-              f"{r['peak_mb']:>9,.0f}{r['explained_variance']:>8.3f}{r['l0']:>7.1f}")
-    speed = ours["tokens_per_s"] / theirs["tokens_per_s"]
-    print(f"RESULT train_speed_vs_saelens={speed:.2f} "
-          f"ev_delta={ours['explained_variance'] - theirs['explained_variance']:.3f}")
+    results: dict[tuple[str, str], dict] = {}
+    for arch in archs:
+        for which in ("saelab", "saelens"):
+            command = [sys.executable, __file__, "--only", which, "--arch", arch, "--folders", *folders,
+                       "--steps", str(steps), "--saelens-init", args.saelens_init]
+            print(f"training {arch} with {which} ({steps} steps x {BATCH} tokens)...", file=sys.stderr, flush=True)
+            done = subprocess.run(command, check=True, capture_output=True, text=True)
+            results[arch, which] = json.loads(done.stdout.strip().splitlines()[-1])
+    first = next(iter(results.values()))
+    print(f"\nSAEs d_in 640 -> d_sae {D_SAE}, batch {BATCH}, {steps} steps, SAELens init {args.saelens_init}, "
+          f"{first['threads']} torch threads; held-out: {first['n_eval_tokens']:,} tokens")
+    print(f"{'architecture':<13}{'trainer':<9}{'lr':>8}{'tokens/s':>10}{'steady tok/s':>14}{'seconds':>9}"
+          f"{'tok/CPU-s':>11}{'peak MB':>9}{'EV':>8}{'L0':>8}")
+    for (arch, which), r in results.items():
+        name = "saelab" if which == "saelab" else "SAELens"
+        print(f"{arch:<13}{name:<9}{r['lr']:>8.0e}{r['tokens_per_s']:>10,.0f}{r['steady_tokens_per_s']:>14,.0f}"
+              f"{r['seconds']:>9.1f}{steps * BATCH / r['cpu_seconds']:>11,.0f}{r['peak_mb']:>9,.0f}"
+              f"{r['explained_variance']:>8.3f}{r['l0']:>8.1f}")
+    fields = []
+    for arch in archs:
+        ours, theirs = results[arch, "saelab"], results[arch, "saelens"]
+        prefix = "train" if arch == "topk" else arch
+        fields.append(f"{prefix}_speed_vs_saelens={ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}")
+        fields.append(f"{'' if arch == 'topk' else arch + '_'}ev_delta="
+                      f"{ours['explained_variance'] - theirs['explained_variance']:.3f}")
+    print("RESULT " + " ".join(fields))
 
 
 if __name__ == "__main__":

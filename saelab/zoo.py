@@ -47,7 +47,8 @@ from saelab.zoo_spec import SAESpec, budget
 
 CORPUS_NAME = "tweet-sentiment+wordnet-topics"
 CORPUS_TWEETS_SMOKE, CORPUS_TOPICS_SMOKE = 500, 200
-STORAGE_DTYPE = "float16"  # halves disk and I/O; bench: held-out EV moves by < 0.001 (docs/design.md)
+STORAGE_DTYPE = "float16"  # halves disk and I/O (bench/storage.py)
+EXTRACT_BATCH = 128  # texts per forward pass: short texts, so 4x the default halves the extraction time on CPU
 HELDOUT = {"tweets": 600, "topics": 200, "ce_texts": 16}
 HELDOUT_SMOKE = {"tweets": 60, "topics": 20, "ce_texts": 2}
 
@@ -111,7 +112,7 @@ def corpus_folder(model, smoke: bool | None = None, progress: bool = True) -> Pa
     float16: extracted once (`make zoo` does it; an interrupted extraction resumes), then read shard by shard with
     ``ShardedTokens(corpus_folder(model), hook)``."""
     return extract_to_cache(model, training_texts(smoke), catalog_hooks(model), dataset=CORPUS_NAME,
-                            storage_dtype=STORAGE_DTYPE, progress=progress)
+                            storage_dtype=STORAGE_DTYPE, batch_size=EXTRACT_BATCH, progress=progress)
 
 
 def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
@@ -123,9 +124,10 @@ def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------------
 
 def spec_key(model, spec: SAESpec, corpus: dict[str, Any]) -> str:
-    """What identifies a trained SAE: model weights, the spec, the corpus and the saelab version's trainer."""
+    """What identifies a trained SAE: model weights, the spec, the full training config (trainer defaults
+    included, so a changed recipe retrains), the corpus and the saelab version."""
     payload = {"model": model_fingerprint(model), "spec": dataclasses.asdict(spec), "corpus": corpus,
-               "saelab_version": __version__}
+               "train_config": spec.train_config().to_dict(), "saelab_version": __version__}
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))[:16]
 
 
@@ -236,7 +238,7 @@ def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: 
         else:
             hooks = sorted(needed)
             folder = extract_to_cache(model, texts, hooks, dataset=corpus_name, storage_dtype=STORAGE_DTYPE,
-                                      progress=progress)
+                                      batch_size=EXTRACT_BATCH, progress=progress)
         heldout = Heldout(model, hooks, smoke, progress)
         bar = tqdm(total=sum(actual[s].tokens for s in missing), desc="training SAEs", unit="tok", unit_scale=True,
                    disable=not progress)
@@ -256,7 +258,7 @@ class Heldout:
         sizes = HELDOUT_SMOKE if smoke else HELDOUT
         self.ce_texts = texts[:sizes["ce_texts"]]
         folder = extract_to_cache(model, texts, hooks, dataset="zoo held-out", storage_dtype=STORAGE_DTYPE,
-                                  progress=progress)
+                                  batch_size=EXTRACT_BATCH, progress=progress)
         self.acts = {h: t.float() for h, t in load_activations(folder).acts.items()}
 
     def quality(self, model, sae: SAE) -> dict[str, float]:

@@ -258,6 +258,24 @@ def test_trainer_applies_auxk_to_dead_latents():
     assert "aux_k" in with_aux.training_log[-1] and without.training_log[-1]["dead_fraction"] >= 0.5
 
 
+def test_gradient_clipping_bounds_the_step_and_is_recorded():
+    data = toy_data(2000) * 50  # large activations: the first gradients are huge
+    seen = []
+
+    def spy(step, sae, metrics):
+        seen.append(float(torch.cat([p.grad.flatten() for p in sae.parameters() if p.grad is not None]).norm()))
+
+    sae = train_sae(data, cfg_for("relu"), TrainConfig(n_steps=3, batch_size=256, log_every=1), callback=spy,
+                    progress=False)
+    assert max(seen) <= 1.0 + 1e-4 and sae.cfg.metadata["training"]["max_grad_norm"] == 1.0
+    unclipped = []
+    train_sae(data, cfg_for("relu"), TrainConfig(n_steps=3, batch_size=256, max_grad_norm=None),
+              callback=lambda step, sae, m: unclipped.append(
+                  float(torch.cat([p.grad.flatten() for p in sae.parameters() if p.grad is not None]).norm())),
+              progress=False)
+    assert max(unclipped) > 1.0
+
+
 def test_dead_threshold_scales_with_the_run():
     assert TrainConfig(n_tokens=2_000_000, batch_size=4096).dead_threshold == int(0.1 * 489 * 4096)
     assert TrainConfig(n_steps=3, batch_size=4096).dead_threshold == 4096  # at least one batch
