@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import numpy as np
 import torch
 
 from saelab.activations import extract
 from saelab.classifsae import activation_rate_loss
 from saelab.probing import pool_codes
+from saelab.reformulation import Prototypes, Reading, SenseItem, annotate, nearest_sense
 from saelab.sae import SAE, SAEConfig
+from saelab.tasks import Sense
 
 
 def check_topk_encode(fn: Callable, x_eval: torch.Tensor, k: int = 8) -> None:
@@ -95,4 +98,68 @@ def check_topn_counts(fn: Callable[[torch.Tensor, int], torch.Tensor], codes: to
           f"(top_n = 1, 5 and {k + 8})")
 
 
-__all__ = ["check_activation_rate_loss", "check_hidden_states_hook", "check_topk_encode", "check_topn_counts"]
+def check_annotate(fn: Callable[[str, tuple[int, int], str], str]) -> None:
+    """Exercise check (notebook 07): `fn(text, span, note)` must insert " (note)" right after the word at `span`."""
+    cases = [("China has many camps for political prisoners", (15, 20), "a penal colony"),
+             ("the line was busy", (4, 8), "a telephone connection"), ("Paper", (0, 5), "a medium for writing")]
+    for text, span, note in cases:
+        mine, ours = fn(text, span, note), annotate(text, span, note)
+        if mine == ours:
+            continue
+        if mine == f"{text[:span[0]]}({note}) {text[span[0]:]}":
+            raise AssertionError("the note went before the word: insert it after the word (at span[1])")
+        if mine.replace(" (", "(") == ours.replace(" (", "("):
+            raise AssertionError(f"{mine!r}: put one space between the word and the opening parenthesis")
+        raise AssertionError(f"got {mine!r}, expected {ours!r}: text up to the word's end, ' (note)', the rest")
+    print(f"correct: your annotation matches reformulation.annotate on {len(cases)} sentences")
+
+
+def check_nearest_sense(fn: Callable[[torch.Tensor, list[torch.Tensor]], int], seed: int = 0) -> None:
+    """Exercise check (notebook 07): `fn(code, contexts)` (a code [d_sae] and, per sense, its contexts' codes
+    [n_j, d_sae]) must return the sense whose mean context code is most cosine-similar to `code`."""
+    g = torch.Generator().manual_seed(seed)
+    for trial in range(20):
+        n_senses = 2 + trial % 4
+        contexts = [torch.relu(torch.randn(1 + (trial + j) % 3, 32, generator=g)) for j in range(n_senses)]
+        code = torch.relu(torch.randn(32, generator=g)) * (1 + 3 * torch.rand(32, generator=g))
+        senses = tuple(Sense(f"w.n.{j}", "noun.artifact", f"g{j}", ()) for j in range(n_senses))
+        item = SenseItem("a w", "w", (2, 3), "w", "noun", senses)
+        rows = [(j, c) for j, block in enumerate(contexts) for c in block]
+        protos = Prototypes([("w", "noun")] * len(rows), [j for j, _ in rows], ["example"] * len(rows),
+                            [f"c{i}" for i in range(len(rows))], torch.stack([c for _, c in rows]))
+        ours: Reading = nearest_sense(code[None], protos.acts, [item], protos)
+        mine = int(fn(code, contexts))
+        if mine != int(ours.choice[0]):
+            unit, c = [torch.nn.functional.normalize(b, dim=-1) for b in contexts], code / code.norm()
+            mean_cos = int(torch.stack([(u @ c).mean() for u in unit]).argmax())
+            dots = int(torch.stack([b.mean(0) @ code for b in contexts]).argmax())
+            hint = ("you averaged the cosines of the contexts; take the cosine with their mean code (the prototype)"
+                    if mine == mean_cos else "you compared dot products: normalise both vectors (cosine)"
+                    if mine == dots else "compare the code with each sense's mean context code by cosine")
+            raise AssertionError(f"trial {trial}: sense {mine}, expected {int(ours.choice[0])}: {hint}")
+    print("correct: your reading matches reformulation.nearest_sense on 20 random words")
+
+
+def check_repair_damage(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple[float, float]],
+                        seed: int = 0) -> None:
+    """Exercise check (notebook 07): `fn(correct_before, correct_after, trigger)` must return (repair rate, damage
+    rate): among the triggered items, the share wrong before and right after, and right before and wrong after."""
+    rng = np.random.default_rng(seed)
+    before, after, trigger = (rng.random(200) < p for p in (0.6, 0.7, 0.3))
+    t = trigger.sum()
+    repair, damage = (trigger & ~before & after).sum() / t, (trigger & before & ~after).sum() / t
+    mine = tuple(float(v) for v in fn(before, after, trigger))
+    if np.allclose(mine, (repair, damage)):
+        print(f"correct: repair {repair:.3f}, damage {damage:.3f} among {t} triggered items")
+        return
+    if np.allclose(mine, (damage, repair)):
+        raise AssertionError("repair and damage are swapped: repaired = wrong before and right after")
+    if np.allclose(mine, (repair * t / 200, damage * t / 200)):
+        raise AssertionError("you divided by all items: the rates are among the triggered items only")
+    if np.allclose(mine, ((~before & after).sum() / 200, (before & ~after).sum() / 200)):
+        raise AssertionError("count only the triggered items (elsewhere the policy keeps the unannotated prompt)")
+    raise AssertionError(f"got {mine}, expected ({repair:.3f}, {damage:.3f})")
+
+
+__all__ = ["check_activation_rate_loss", "check_annotate", "check_hidden_states_hook", "check_nearest_sense",
+           "check_repair_damage", "check_topk_encode", "check_topn_counts"]

@@ -427,16 +427,51 @@ def _hub_wic(*, n: int | None, test_size: float, seed: int) -> WiCTask:
                    "Hugging Face hub: aps/super_glue (wic); test = its validation split", seed)
 
 
+
+# ---------------------------------------------------------------------------------------------------------------
+# notebook 07: the target noun of each wordnet-topics sentence, and the sense inventory of the target lemmas
+
+
+@dataclass(frozen=True)
+class Sense:
+    """One WordNet sense of a lemma: its synset (NLTK name), lexicographer file, gloss and example sentences."""
+
+    synset: str
+    lexname: str
+    gloss: str
+    examples: tuple[str, ...]
+
+
+def topic_targets() -> dict[str, dict[str, Any]]:
+    """text -> the noun a `wordnet-topics` sentence illustrates: {"synset", "label", "lemma", "word", "span"}.
+
+    `span` is [start, end) of `word` in the text; sentences whose noun was not found (hyphenated or punctuated
+    lemmas) are left out. Built by scripts/build_wordnet_data.py (data/wordnet_topics.jsonl)."""
+    rows = _read_jsonl(_data_file("wordnet_topics.jsonl"))
+    return {r["text"]: {k: tuple(r[k]) if k == "span" else r[k] for k in ("synset", "label", "lemma", "word", "span")}
+            for r in rows if r.get("span") is not None}
+
+
+def sense_inventory() -> dict[tuple[str, str], tuple[Sense, ...]]:
+    """(lemma, pos) -> its WordNet senses, most frequent first, for every target lemma of the two WordNet tasks
+    (data/wordnet_senses.jsonl; pos is "noun", "verb", "adj" or "adv")."""
+    return {(r["lemma"], r["pos"]): tuple(Sense(s["synset"], s["lexname"], s["gloss"], tuple(s["examples"]))
+                                          for s in r["senses"])
+            for r in _read_jsonl(_data_file("wordnet_senses.jsonl"))}
+
 __all__ = [
     "DATA_DIR",
     "HUB_TASKS",
     "OFFLINE_TASKS",
     "ClassificationTask",
     "LabelledTexts",
+    "Sense",
     "TaskNotAvailableError",
     "WiCPair",
     "WiCTask",
     "available_tasks",
     "load_task",
+    "sense_inventory",
     "stratified_sample",
+    "topic_targets",
 ]

@@ -1,5 +1,5 @@
 #!/usr/bin/env python
-"""Build the two WordNet-derived data sets that ship in data/ (see data/README.md for what each field means).
+"""Build the WordNet-derived data sets that ship in data/ (see data/README.md for what each field means).
 
     python scripts/build_wordnet_data.py [--wordnet /usr/share/wordnet] [--out data]
 
@@ -7,9 +7,12 @@ Reads the WordNet 3.0 database files directly (Debian package `wordnet-base`), s
 library and numpy. The output is deterministic (sorted inputs, fixed seed): running it again reproduces the
 committed files byte for byte, which tests/test_tasks.py checks.
 
-- wordnet_topics.jsonl: example sentences labelled by the supersense (lexicographer file) of their synset.
+- wordnet_topics.jsonl: example sentences labelled by the supersense (lexicographer file) of their synset, with
+  the illustrated noun (its lemma and character span) where the sentence contains it.
 - wordnet_wic.jsonl: Word-in-Context pairs: two example sentences sharing a word form; label 1 when both
   examples belong to the same synset of that word, 0 when they come from two different synsets.
+- wordnet_senses.jsonl: the sense inventory of every target lemma of the two files above (gloss, examples and
+  lexicographer file of each sense), for notebook 07.
 """
 
 from __future__ import annotations
@@ -29,8 +32,15 @@ import numpy as np
 SEED = 0
 POS_FILES = {"n": "noun", "v": "verb", "a": "adj", "r": "adv"}  # index/data file suffix per part of speech
 POS_NAMES = {"n": "noun", "v": "verb", "a": "adj", "s": "adj", "r": "adv"}  # "s" = adjective satellite
-# names of the lexicographer files used here, by number (WordNet's `lexnames` file, which Debian does not ship)
-LEXNAMES = {6: "noun.artifact", 10: "noun.communication", 15: "noun.location", 18: "noun.person", 28: "noun.time"}
+# the lexicographer files by number (WordNet 3.0's `lexnames` file, which Debian does not ship; see lexnames(5WN))
+LEXNAMES = dict(enumerate([
+    "adj.all", "adj.pert", "adv.all", "noun.Tops", "noun.act", "noun.animal", "noun.artifact", "noun.attribute",
+    "noun.body", "noun.cognition", "noun.communication", "noun.event", "noun.feeling", "noun.food", "noun.group",
+    "noun.location", "noun.motive", "noun.object", "noun.person", "noun.phenomenon", "noun.plant", "noun.possession",
+    "noun.process", "noun.quantity", "noun.relation", "noun.shape", "noun.state", "noun.substance", "noun.time",
+    "verb.body", "verb.change", "verb.cognition", "verb.communication", "verb.competition", "verb.consumption",
+    "verb.contact", "verb.creation", "verb.emotion", "verb.motion", "verb.perception", "verb.possession",
+    "verb.social", "verb.stative", "verb.weather", "adj.ppl"]))
 # Topic classes: the distinct noun supersenses that have ~300 or more example sentences. (noun.food, noun.animal
 # and noun.plant would separate more cleanly but have only 89, 52 and 23 examples in WordNet.)
 TOPIC_CLASSES = ["noun.artifact", "noun.communication", "noun.location", "noun.person", "noun.time"]
@@ -191,6 +201,46 @@ def build_wic(synsets_by_pos: dict[str, list[Synset]], indexes: dict[str, dict[s
     return rows
 
 
+def find_target(text: str, synset: Synset, exc: dict[str, set[str]]) -> tuple[str, tuple[int, int]] | None:
+    """(lemma, character span) of the noun a topic sentence illustrates: the synset's first lemma, in WordNet's
+    order, found in the sentence as whole words (the last word may be inflected: "camps" for *camp*,
+    "political prisoners" for *political_prisoner*); the first occurrence of that lemma marks the target."""
+    for lemma in synset.lemmas:
+        *head, last = lemma.split("_")
+        if not all(re.fullmatch(r"[a-z]+", w, flags=re.IGNORECASE) for w in (*head, last)):
+            continue  # hyphens, apostrophes, dots: not matched
+        prefix = "".join(rf"{re.escape(w)}\s+" for w in head)
+        for match in re.finditer(rf"(?<![A-Za-z-]){prefix}([A-Za-z]+)(?![A-Za-z-])", text, flags=re.IGNORECASE):
+            if last in base_forms(match.group(1).lower(), "n", exc):
+                return lemma, match.span()
+    return None
+
+
+def add_targets(rows: list[dict], by_name: dict[str, Synset], exc: dict[str, set[str]]) -> None:
+    """Give each topic row its target noun: `lemma`, `word` (as written) and `span` ([start, end) in `text`), or
+    None in all three when no lemma of the synset is found in the sentence as plain words."""
+    for row in rows:
+        found = find_target(row["text"], by_name[row["synset"]], exc)
+        lemma, span = found if found else (None, None)
+        row.update(lemma=lemma, word=row["text"][span[0]:span[1]] if span else None,
+                   span=list(span) if span else None)
+
+
+def build_senses(topics: list[dict], wic: list[dict], synsets_by_pos: dict[str, list[Synset]],
+                 indexes: dict[str, dict[str, list[str]]]) -> list[dict]:
+    """The sense inventory of every target lemma (topic nouns, WiC lemmas in their part of speech): each sense's
+    synset, lexicographer file, gloss and example sentences, in WordNet's sense order (most frequent first)."""
+    letter = {name: pos for pos, name in POS_FILES.items()}
+    wanted = {(r["lemma"], "n") for r in topics if r["lemma"]} | {(r["lemma"], letter[r["pos"]]) for r in wic}
+    by_offset = {pos: {s.offset: s for s in synsets} for pos, synsets in synsets_by_pos.items()}
+    rows = []
+    for lemma, pos in sorted(wanted):
+        senses = [by_offset[pos][off] for off in indexes[pos][lemma]]
+        rows.append({"lemma": lemma, "pos": POS_FILES[pos], "senses": [
+            {"synset": s.name, "lexname": s.lexname, "gloss": s.gloss, "examples": s.examples} for s in senses]})
+    return rows
+
+
 def name_synsets(synsets_by_pos: dict[str, list[Synset]], indexes: dict[str, dict[str, list[str]]]) -> None:
     """Give every synset its NLTK name (first lemma, pos letter, rank of the synset among that lemma's senses)."""
     for pos, synsets in synsets_by_pos.items():
@@ -224,12 +274,17 @@ def main() -> None:
     name_synsets(synsets_by_pos, indexes)
 
     topics = build_topics(synsets_by_pos["n"], np.random.default_rng(SEED))
+    add_targets(topics, {s.name: s for s in synsets_by_pos["n"]}, read_exceptions(args.wordnet, "n"))
     wic = build_wic(synsets_by_pos, indexes, args.wordnet, np.random.default_rng(SEED))
+    senses = build_senses(topics, wic, synsets_by_pos, indexes)
     write_jsonl(args.out / "wordnet_topics.jsonl", topics)
     write_jsonl(args.out / "wordnet_wic.jsonl", wic)
+    write_jsonl(args.out / "wordnet_senses.jsonl", senses)
 
     print(f"wordnet_topics.jsonl: {len(topics)} sentences", dict(sorted(Counter(r["label"] for r in topics).items())))
     print(f"wordnet_wic.jsonl: {len(wic)} pairs, {len({(r['lemma'], r['pos']) for r in wic})} target lemmas")
+    print(f"  topic sentences with a target noun: {sum(r['span'] is not None for r in topics)}")
+    print(f"wordnet_senses.jsonl: {len(senses)} lemmas, {sum(len(r['senses']) for r in senses)} senses")
     for pos in ("noun", "verb", "adj", "adv"):
         counts = Counter(r["label"] for r in wic if r["pos"] == pos)
         print(f"  {pos}: same sense {counts[1]}, different sense {counts[0]}")

