@@ -227,7 +227,7 @@ def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: 
     smoke = smoke_mode() if smoke is None else smoke
     default_corpus = texts is None
     texts, corpus = _corpus(texts, corpus_name, smoke)
-    actual = {spec: spec.scaled_for_smoke() if smoke else spec for spec in set(named.values())}
+    actual = {spec: spec.scaled_for_smoke() if smoke else spec for spec in dict.fromkeys(named.values())}  # in order
     keys = {spec: spec_key(model, actual[spec], corpus) for spec in actual}
     found = {spec: _cached(sae_folder(model, actual[spec], keys[spec]), keys[spec]) for spec in actual}
     missing = list({keys[spec]: spec for spec in actual if found[spec] is None}.values())  # smoke: widths merge
