@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from saelab import stats
 from saelab.metrics import core_metrics
 from saelab.polysemy import (
     METRICS,
@@ -38,7 +39,6 @@ from saelab.polysemy import (
 )
 from saelab.sae import SAE
 from saelab.stats import Estimate, bootstrap_interval
-from saelab.stats import paired_difference as _paired_estimate
 from saelab.tasks import WiCPair
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -188,8 +188,8 @@ def evaluate_sae(sae, probe_acts: ProbeActivations, read: str = "template", *, n
                             pos=probe.pos, k=k, skipped=probe.skip_counts(), n_input=probe.n_input, hook=hook)
     result.diagnostics = winner_cosines(sae, result.top1, result.labels)
     if core:
-        stats = core_metrics(sae, probe_acts.rows(hook), progress=False)
-        result.core = {key: float(stats[key]) for key in ("mse", "l0", "explained_variance")}
+        metrics = core_metrics(sae, probe_acts.rows(hook), progress=False)
+        result.core = {key: float(metrics[key]) for key in ("mse", "l0", "explained_variance")}
     return result
 
 
@@ -265,7 +265,7 @@ def metric_difference(a: PSEvalResult, b: PSEvalResult, metric: str = "specifici
     _check_metric(metric)
     if len(a) != len(b) or not np.array_equal(a.labels, b.labels):
         raise ValueError(f"{a.name!r} and {b.name!r} were scored on different pairs; compare results of one probe set.")
-    return _paired_estimate(_statistic(metric), (a.labels, a.same), (b.labels, b.same), level=level,
+    return stats.paired_difference(_statistic(metric), (a.labels, a.same), (b.labels, b.same), level=level,
                             n_resamples=n_boot, seed=seed)
 
 
