@@ -149,11 +149,17 @@ def gate(sae: SAE) -> tuple[bool, str]:
     return (not short), ("passes its quality gate" if not short else "below quality gate: " + "; ".join(short))
 
 
+def _readable(name: Any) -> str:
+    """A notebook's key for an SAE as text: a string, a tuple key joined by "/", or an SAESpec's label."""
+    if isinstance(name, tuple):
+        return "/".join(map(str, name))
+    return name.label if isinstance(name, SAESpec) else str(name)
+
+
 def gate_report(saes: Mapping[Any, SAE] | Sequence[SAE]) -> tuple[bool, str]:
     """(all pass, a readable report) for the SAEs a notebook's verdicts rest on."""
     named = dict(saes) if isinstance(saes, Mapping) else {sae.cfg.hook_name: sae for sae in saes}
-    results = {name if isinstance(name, str) else "/".join(map(str, name)) if isinstance(name, tuple) else
-               getattr(name, "label", str(name)): gate(sae) for name, sae in named.items()}
+    results = {_readable(name): gate(sae) for name, sae in named.items()}
     failing = {name: why for name, (ok, why) in results.items() if not ok}
     if not failing:
         return True, f"All {len(results)} SAEs behind these verdicts pass their quality gates."
@@ -321,7 +327,7 @@ def table(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec] | None = None,
         actual = spec.scaled_for_smoke() if smoke else spec
         key = spec_key(model, actual, corpus)
         sae = _cached(sae_folder(model, actual, key), key)
-        row = {"name": name if not isinstance(name, SAESpec) else spec.label, "architecture": spec.architecture,
+        row = {"name": _readable(name), "architecture": spec.architecture,
                "d_sae": actual.d_sae, "hook": spec.hook, "train tokens": actual.tokens}
         if sae is None:
             rows.append(row | {"gate": "not built (run make zoo)"})
