@@ -15,6 +15,7 @@ from saelab.config import cache_dir, smoke_mode
 from saelab.latents import LatentRecords, latent_records, logit_lens
 from saelab.metrics import core_metrics, reconstruction_metrics
 from saelab.models import ModelNotAvailableError, load_model
+from saelab.pretrained import load_pretrained_sae
 from saelab.report import record_findings
 from saelab.sae import SAE, SAEConfig
 from saelab.tasks import (
@@ -61,6 +62,7 @@ __all__ = [
     "latent_records",
     "load_activations",
     "load_model",
+    "load_pretrained_sae",
     "load_task",
     "logit_lens",
     "reconstruction_metrics",

@@ -248,7 +248,8 @@ class PromptedClassifier:
         out = self._block(h, **kwargs)
         if isinstance(out, tuple):  # older transformers return (hidden_states, ...)
             out = out[0]
-        return self._norm(out)[:, 0, :]
+        # the read-out is fp32 on the caller's device, whatever the model's dtype and device
+        return self._norm(out)[:, 0, :].float().to(hidden.device)
 
     @contextlib.contextmanager
     def frozen_model(self):
@@ -265,7 +266,8 @@ class PromptedClassifier:
     def logits_from_hidden(self, hidden: torch.Tensor) -> torch.Tensor:
         """Class logits [n, n_classes] from hidden vectors [n, d_model] (differentiable in `hidden`)."""
         self._check_ready()
-        return self.head(self.features(hidden))
+        features = self.features(hidden)
+        return self.head.to(features.device)(features)
 
     @torch.no_grad()
     def proba_from_hidden(self, hidden: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
@@ -365,7 +367,8 @@ class PromptedClassifier:
             raise ValueError("these SentenceVectors have no outputs: extract them with with_outputs=True")
         self._check_ready()
         one_token = self.predict_from_hidden(vectors.vectors).numpy()
-        full = torch.cat([self.head(self._norm(o[:, None, :])[:, 0])
+        param = next(self._block.parameters())
+        full = torch.cat([self.head(self._norm(o[:, None, :].to(param.device, param.dtype))[:, 0].float().cpu())
                           for o in vectors.outputs.split(256)]).argmax(-1).numpy()
         out = {"agreement": float((one_token == full).mean())}
         if vectors.labels is not None:

@@ -381,14 +381,25 @@ def latent_records(
 
 
 def final_norm_and_unembed(model):
-    """The model's own final norm and unembedding modules (TransformerLens names, else Hugging Face ones)."""
-    if hasattr(model, "ln_final") and hasattr(model, "unembed"):
-        return model.ln_final, model.unembed
-    inner = getattr(model, "model", None)
-    if inner is not None and hasattr(inner, "norm") and hasattr(model, "get_output_embeddings"):
-        return inner.norm, model.get_output_embeddings()
-    raise TypeError("Cannot find the model's final norm and unembedding (ln_final / unembed); the logit lens needs "
-                    "a TransformerLens model or a Hugging Face causal LM.")
+    """The model's own final norm and unembedding: the bridge's `ln_final` and `unembed` on every layout.
+
+    On models whose forward soft-caps the logits (Gemma 2: 30 tanh(logits / 30)) the returned unembedding caps
+    them too, so it gives exactly the logits the model computes from the last block's output.
+    """
+    norm, unembed = getattr(model, "ln_final", None), getattr(model, "unembed", None)
+    if norm is None or unembed is None:
+        layout = type(getattr(model, "original_model", model)).__name__
+        raise TypeError(f"Cannot find the final norm and unembedding (ln_final / unembed) of this model ({layout}): "
+                        "the logit lens and label read-outs need a TransformerLens bridge (saelab.load_model).")
+    config = getattr(getattr(model, "original_model", None), "config", None)
+    cap = getattr(config, "final_logit_softcapping", None)
+    if not cap:
+        return norm, unembed
+
+    def capped_unembed(h: torch.Tensor) -> torch.Tensor:
+        return cap * torch.tanh(unembed(h) / cap)
+
+    return norm, capped_unembed
 
 
 @torch.no_grad()

@@ -18,13 +18,14 @@ from pathlib import Path
 import torch
 
 from saelab._version import __version__
-from saelab.config import cache_dir
+from saelab.config import EMBEDDED_DEFAULT, cache_dir, default_model
 from saelab.hub import hub_offline, hub_reachable
 from saelab.io import atomic_dir, read_json, sha256_file, write_json
+from saelab.tiny_models import TINY_LAYOUTS, tiny_hf_model, tiny_tokenizer, tokenizer_fingerprint
 
 log = logging.getLogger(__name__)
 
-DEFAULT_MODEL = "gemma-3-270m"
+DEFAULT_MODEL = EMBEDDED_DEFAULT  # what load_model() loads unless SAELAB_MODEL names another model
 
 
 class ModelNotAvailableError(RuntimeError):
@@ -86,13 +87,18 @@ def default_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
-def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = None):
-    """Load a language model as a TransformerLens `TransformerBridge` (eval mode, fp32, no gradients needed).
+def load_model(name: str | None = None, device: str | torch.device | None = None, dtype: str | None = None):
+    """Load a language model as a TransformerLens `TransformerBridge` (eval mode, no gradients needed).
 
     Args:
-        name: an embedded model (``"gemma-3-270m"``, the default, or ``"smollm2-135m"``), or any
+        name: an embedded model (``"gemma-3-270m"``, the default, or ``"smollm2-135m"``), a tiny random model
+            built in code (``"tiny-gpt2"``, ``"tiny-gemma2"``, ``"tiny-gemma3"``, ``"tiny-llama"``), or any
             TransformerLens-supported Hugging Face name such as ``"gpt2"`` or ``"google/gemma-2-2b"``.
+            None: the environment variable ``SAELAB_MODEL`` when set, else ``"gemma-3-270m"``.
         device: ``"cpu"``, ``"cuda"``, ... (default: CUDA when available, else CPU).
+        dtype: ``"float32"`` (default), ``"bfloat16"`` or ``"float16"``: half precision halves a model's memory on
+            a GPU (Gemma 2 2B: about 5 GB instead of 10 GB). It is part of the model's fingerprint, so caches of
+            activations and SAEs keep the precisions apart.
 
     Raises:
         ModelNotAvailableError: a hub model that is not in the local Hugging Face cache while the hub cannot be
@@ -100,21 +106,61 @@ def load_model(name: str = DEFAULT_MODEL, device: str | torch.device | None = No
     """
     from transformer_lens.model_bridge import TransformerBridge
 
+    name = default_model() if name is None else name
     _check_model_name(name)
+    torch_dtype = _check_dtype(dtype)
     device = str(device or default_device())
     started = time.perf_counter()
+    if name in TINY_MODELS:
+        bridge = tiny_model(device=device, **TINY_MODELS[name])
+        bridge.saelab_name = name
+        if torch_dtype != torch.float32:
+            bridge = bridge.to(torch_dtype)
+            bridge.saelab_fingerprint += f"@{dtype}"
+        return bridge
     if name in EMBEDDED_MODELS:
         spec = EMBEDDED_MODELS[name]
         hf_model, tokenizer, fingerprint = load_embedded(spec)
         with quiet_transformers():
-            bridge = TransformerBridge.boot_transformers(spec.hub_name, hf_model=hf_model, tokenizer=tokenizer)
+            bridge = TransformerBridge.boot_transformers(spec.hub_name, hf_model=hf_model.to(torch_dtype),
+                                                         tokenizer=tokenizer)
         source = f"embedded:{name}"
     else:
-        bridge, fingerprint = _load_from_hub(name)
+        bridge, fingerprint = _load_from_hub(name, torch_dtype)
         source = f"hub:{name}"
+    if torch_dtype != torch.float32:
+        fingerprint += f"@{dtype}"
     bridge = _finish_bridge(bridge, device, name, source, fingerprint)
-    log.info("loaded %s on %s in %.1fs", name, device, time.perf_counter() - started)
+    log.info("loaded %s on %s in %.1fs%s", name, device, time.perf_counter() - started, _peak_memory(device))
     return bridge
+
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def _check_dtype(dtype) -> torch.dtype:
+    if dtype is None:
+        return torch.float32
+    if isinstance(dtype, torch.dtype) and dtype in DTYPES.values():
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype={dtype!r}: choose one of {sorted(DTYPES)} (None: float32)")
+    return DTYPES[dtype]
+
+
+def _peak_memory(device: str) -> str:
+    if not device.startswith("cuda") or not torch.cuda.is_available():
+        return ""
+    return f"; peak GPU memory {torch.cuda.max_memory_allocated(device) / 2**30:.2f} GiB"
+
+
+def memory_report(model) -> dict[str, float]:
+    """The model's parameter memory (GiB) and, on a GPU, the peak memory allocated so far in this process."""
+    param = next(model.parameters())
+    report = {"parameters_gib": sum(p.numel() * p.element_size() for p in model.parameters()) / 2**30}
+    if param.device.type == "cuda":
+        report["cuda_peak_gib"] = torch.cuda.max_memory_allocated(param.device) / 2**30
+    return report
 
 
 def _finish_bridge(bridge, device: str, name: str, source: str, fingerprint: str):
@@ -236,14 +282,14 @@ def _hub_cached(name: str) -> bool:
 
 def _check_model_name(name) -> None:
     """A readable error for a name that is no model name at all (huggingface_hub's own says "Repo id ...")."""
-    examples = f"such as {', '.join(repr(n) for n in EMBEDDED_MODELS)} (embedded) or 'gpt2'"
+    examples = f"such as {', '.join(repr(n) for n in EMBEDDED_MODELS)} (embedded), 'tiny-gpt2' or 'gpt2'"
     if not isinstance(name, str):
         raise TypeError(f"A model name is a string {examples}, not {name!r}.")
     if not name.strip():
         raise ValueError(f"The model name {name!r} is empty: give one {examples}.")
 
 
-def _load_from_hub(name: str):
+def _load_from_hub(name: str, dtype: torch.dtype = torch.float32):
     from transformer_lens.model_bridge import TransformerBridge
 
     cached = _hub_cached(name)
@@ -257,7 +303,7 @@ def _load_from_hub(name: str):
         )
     # Cached but offline: read the cache without transformers' HTTP retries.
     with hub_offline(cached and not hub_reachable(timeout=1.0)):
-        bridge = TransformerBridge.boot_transformers(name)
+        bridge = TransformerBridge.boot_transformers(name, dtype=dtype)
     revision = getattr(bridge.original_model.config, "_commit_hash", None) or "unknown-revision"
     return bridge, f"{name}@{revision}"
 
@@ -280,56 +326,31 @@ class quiet_transformers:
 
 
 # --------------------------------------------------------------------------------------------------------------
-# A tiny randomly initialised model for unit tests: built in code, no download, boots in well under a second.
+# Tiny randomly initialised models: built in code (saelab.tiny_models), no download, boot in about a second.
 # --------------------------------------------------------------------------------------------------------------
 
-def tiny_tokenizer():
-    """A byte-level tokenizer (4 special tokens + 256 bytes) built in code; pads on the left like Gemma."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-    from transformers import AutoTokenizer, PreTrainedTokenizerFast
-
-    specials = ["<pad>", "<eos>", "<bos>", "<unk>"]
-    vocab = {token: i for i, token in enumerate(specials)}
-    for char in sorted(pre_tokenizers.ByteLevel.alphabet()):
-        vocab[char] = len(vocab)
-    core = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    core.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False), pre_tokenizers.Split("", "isolated")]
-    )
-    core.decoder = decoders.ByteLevel()
-    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=core, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-        padding_side="left",
-    )
-    # The bridge re-loads tokenizers by `name_or_path`, so the tokenizer must live in a folder: one per version in
-    # the cache (not a new temporary folder per call, which would pile up).
-    folder = cache_dir("models") / f"tiny-tokenizer-{__version__}"
-    if not (folder / "tokenizer.json").is_file():
-        with atomic_dir(folder) as tmp:
-            tokenizer.save_pretrained(tmp)
-    return AutoTokenizer.from_pretrained(folder, add_bos_token=True)
+#: tiny models `load_model` (and so `SAELAB_MODEL`) knows by name: six blocks, the word-level tokenizer, so that every
+#: notebook runs end to end on each layout in seconds (CI runs the notebooks on "tiny-gpt2" beside the default)
+TINY_MODELS = {f"tiny-{layout}": {"layout": layout, "n_layers": 6, "d_model": 64, "tokenizer": "words"}
+               for layout in TINY_LAYOUTS}
 
 
-def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, device: str | None = None):
-    """A small randomly initialised Gemma 3 bridge (byte-level vocabulary) for fast offline tests."""
+def tiny_model(seed: int = 0, n_layers: int = 2, d_model: int = 64, device: str | None = None,
+               layout: str = "gemma3", tokenizer: str = "bytes"):
+    """A small randomly initialised bridge for fast offline tests.
+
+    layout: ``"gemma3"`` (default), ``"gemma2"``, ``"llama"`` or ``"gpt2"`` (see `saelab.tiny_models`).
+    tokenizer: ``"bytes"`` (a position is a byte) or ``"words"`` (a BPE vocabulary trained on the offline corpora).
+    """
     from transformer_lens.model_bridge import TransformerBridge
-    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
 
-    tokenizer = tiny_tokenizer()
-    config = Gemma3TextConfig(
-        vocab_size=len(tokenizer), hidden_size=d_model, intermediate_size=2 * d_model,
-        num_hidden_layers=n_layers, num_attention_heads=2, num_key_value_heads=1, head_dim=32,
-        pad_token_id=0, eos_token_id=1, bos_token_id=2,
-    )
-    config.architectures = ["Gemma3ForCausalLM"]
-    with torch.random.fork_rng(devices=[]):  # seeded weights without touching the caller's random state
-        torch.manual_seed(seed)
-        hf_model = Gemma3ForCausalLM(config).eval()
+    tok = tiny_tokenizer(tokenizer)
+    hf_model = tiny_hf_model(layout, len(tok), n_layers, d_model, seed)
     with quiet_transformers():
-        bridge = TransformerBridge.boot_transformers("google/gemma-3-270m", hf_model=hf_model, tokenizer=tokenizer)
-    name = f"tiny-gemma3-{n_layers}x{d_model}-seed{seed}"
-    return _finish_bridge(bridge, device or "cpu", name, "code:saelab.models.tiny_model", name)
+        bridge = TransformerBridge.boot_transformers(TINY_LAYOUTS[layout].hub_name, hf_model=hf_model, tokenizer=tok)
+    name = f"tiny-{layout}-{n_layers}x{d_model}-seed{seed}" + ("" if tokenizer == "bytes" else f"-{tokenizer}")
+    fingerprint = name if tokenizer == "bytes" else f"{name}-{tokenizer_fingerprint(tok)}"
+    return _finish_bridge(bridge, device or "cpu", name, "code:saelab.models.tiny_model", fingerprint)
 
 
 def model_fingerprint(model) -> str:
@@ -354,14 +375,17 @@ def model_name(model) -> str:
 
 __all__ = [
     "DEFAULT_MODEL",
+    "DTYPES",
     "EMBEDDED_MODELS",
     "EmbeddedModel",
     "ModelNotAvailableError",
     "default_device",
     "keep_kv_cache",
     "load_model",
+    "memory_report",
     "model_fingerprint",
     "model_name",
+    "TINY_MODELS",
     "tiny_model",
     "tiny_tokenizer",
 ]

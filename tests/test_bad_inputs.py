@@ -189,7 +189,7 @@ def env(tiny, tmp_path_factory):
 # ------------------------------------------------------------------------------------------------------------------
 
 MODELS_AND_TASKS = [
-    row("load_model-None", lambda e: saelab.load_model(None), TypeError, "None", "such as 'gemma-3-270m'"),
+    row("load_model-bytes", lambda e: saelab.load_model(b"gpt2"), TypeError, "b'gpt2'", "such as 'gemma-3-270m'"),
     row("load_model-empty", lambda e: saelab.load_model(""), ValueError, "''", "give one such as 'gemma-3-270m'"),
     row("load_model-int", lambda e: saelab.load_model(42), TypeError, "42", "such as 'gemma-3-270m'"),
     row("load_model-list", lambda e: saelab.load_model(["gpt2"]), TypeError, "['gpt2']", "such as 'gemma-3-270m'"),
