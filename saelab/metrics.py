@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from saelab.checks import check_hooks
+from saelab.checks import resolve_hook
 
 # ------------------------------------------------------------------------------------------------------------------
 # Direct formulas on tensors
@@ -257,20 +257,17 @@ def _splice_hook(sae, splice: torch.Tensor, kind: str):
 
 @torch.no_grad()
 def reconstruction_metrics(model, sae, tokens, attention_mask: torch.Tensor | None = None, *,
-                           hook_name: str | None = None, batch_size: int = 8, exclude_special_tokens: bool = True,
+                           hook: str | None = None, batch_size: int = 8, exclude_special_tokens: bool = True,
                            progress: bool = True) -> dict[str, float]:
     """Clean, SAE-spliced and zero-ablated next-token loss and KL, and the two scores.
 
     model: a TransformerLens model (TransformerBridge) with `run_with_hooks`; tokens [batch, seq] (+ mask) or
-    texts. The SAE reconstruction (or zeros) replaces the activation at `hook_name` (default: the SAE's) on real,
+    texts. The SAE reconstruction (or zeros) replaces the activation at `hook` (default: the SAE's `hook_name`) on real,
     non-special positions; BOS/EOS/PAD positions keep their clean activation, as in SAEBench, and padding is never
     counted. CE counts the replaced positions whose next token is real; KL(clean || patched) counts every replaced
     position.
     """
-    hook_name = hook_name or sae.cfg.hook_name
-    if hook_name is None:
-        raise ValueError("the SAE has no hook_name; pass hook_name=")
-    hook_name = check_hooks(model, hook_name)[0]  # the model would ignore an unknown name: a score of nothing
+    hook = resolve_hook(model, hook, sae)  # the model would ignore an unknown name: a score of nothing
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batch_size={batch_size!r}: it must be a positive integer.")
     if tokens is None or (isinstance(tokens, (list, tuple, str)) and len(tokens) == 0):
@@ -293,7 +290,7 @@ def reconstruction_metrics(model, sae, tokens, attention_mask: torch.Tensor | No
             splice &= toks != i
         logp = {}
         for kind in ("clean", "sae", "zero"):
-            hooks = [] if kind == "clean" else [(hook_name, _splice_hook(sae, splice, kind))]
+            hooks = [] if kind == "clean" else [(hook, _splice_hook(sae, splice, kind))]
             logits = model.run_with_hooks(toks, attention_mask=real.long(), fwd_hooks=hooks, return_type="logits")
             logp[kind] = F.log_softmax(logits.float(), dim=-1)
         device = logp["clean"].device

@@ -46,7 +46,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from saelab.checkpoints import find_checkpoints, prune_checkpoints, read_checkpoint, restore_checkpoint, save_checkpoint
-from saelab.config import cache_dir
+from saelab.config import cache_dir, config_from_dict
 from saelab.io import sha256_text
 from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
 from saelab.train_data import Batch, BatchStream, TokenSource, as_source, derive_seed
@@ -140,8 +140,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{key: value for key, value in d.items() if key in names})
+        return config_from_dict(cls, d)
 
 
 def default_lr(d_sae: int) -> float:
@@ -300,6 +299,7 @@ def train_sae(
     callback: Callback | None = None,
     resume: bool = False,
     progress: bool = True,
+    sync: Any = None,
 ) -> SAE:
     """Train an SAE on token activations; return it (in eval mode) with `sae.training_log`.
 
@@ -311,6 +311,8 @@ def train_sae(
     extra_modules: modules the extra loss uses (a classifier head): trained and checkpointed with the SAE.
     callback(step, sae, metrics) runs after every step (step = steps done); raising from it stops training.
     resume: continue from the newest valid checkpoint in `train_cfg.checkpoint_dir` (or the default folder).
+    sync: a `saelab.distributed.GradSync` under torch.distributed: each rank trains on its rows of every batch and
+        the gradients are averaged over ranks (`saelab.distributed.train_ddp` sets it up).
     """
     if not isinstance(cfg, SAEConfig):
         raise TypeError(f"cfg must be an SAEConfig, not a {type(cfg).__name__}: pass saelab.SAEConfig(d_in=..., "
@@ -378,6 +380,8 @@ def train_sae(
         state = {"step": 0, "cursor": None, "history": [], "scale": _initialise(sae, source, tcfg, device),
                  "tokens_since_fired": torch.zeros(cfg.d_sae, dtype=torch.long, device=device), "n_revived": 0}
     step, history, scale, n_revived = state["step"], state["history"], state["scale"], state["n_revived"]
+    if sync is not None:
+        sync.start(sae)  # every rank starts from rank 0's weights
     tokens_since_fired = state["tokens_since_fired"]
 
     stream = BatchStream(source, tcfg.batch_size, seed=tcfg.seed, window_chunks=tcfg.window_chunks,
@@ -393,7 +397,8 @@ def train_sae(
 
     try:
         while step < n_steps:
-            batch = stream.next().to(device)
+            batch = stream.next()
+            batch = (sync.local(batch) if sync is not None else batch).to(device)
             x = batch.acts * scale if scale != 1.0 else batch.acts
             batch.acts = x
             for group in optimizer.param_groups:
@@ -427,6 +432,8 @@ def train_sae(
             # ---- backward and constrained update ----
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            if sync is not None:
+                sync.grads(params)  # averaged over ranks: the gradient of the whole batch
             if sae.W_dec.grad is not None:
                 remove_parallel_gradient(sae.W_dec.data, sae.W_dec.grad)
             if tcfg.max_grad_norm:
@@ -438,9 +445,11 @@ def train_sae(
                     sae.threshold.clamp_(min=0.0)  # a negative threshold would let negative pre-acts through
                 if isinstance(sae, BatchTopKSAE):
                     sae.update_threshold(kept)
+                if sync is not None:  # the latents that fired on any rank; BatchTopK's threshold averaged
+                    fired_ids = sync.after_step(sae, fired_ids)
                 if n_dead:
                     n_revived += int(dead[fired_ids].sum())  # dead latents that fire again (AuxK's job)
-                tokens_since_fired += len(x)
+                tokens_since_fired += tcfg.batch_size  # the whole batch, on every rank
                 tokens_since_fired[fired_ids] = 0
             step += 1
 

@@ -479,7 +479,7 @@ METRICS = [
         ValueError, "no rows", "give at least one"),
     row("reconstruction_metrics-no-tokens", lambda e: spliced(e, []), ValueError, "no texts or tokens",
         "give at least one"),
-    row("reconstruction_metrics-unknown-hook", lambda e: spliced(e, hook_name="blocks.4.hook_resid_post"),
+    row("reconstruction_metrics-unknown-hook", lambda e: spliced(e, hook="blocks.4.hook_resid_post"),
         ValueError, "'blocks.4.hook_resid_post'", "The model has 2 blocks"),
     row("reconstruction_metrics-token-id", lambda e: spliced(e, torch.tensor([[2, 70, 999_999]])), ValueError,
         "999999", "must be between 0 and"),
