@@ -31,10 +31,10 @@ import torch
 from tqdm.auto import tqdm
 
 from saelab.activation_cache import MANIFEST, concat_parts, read_manifest, shard_intact, valid_manifest
-from saelab.activations import Activations, _as_activations, _plan
+from saelab.activations import Activations, as_activations, plan_extraction
 from saelab.config import cache_dir
-from saelab.distributed import barrier, rank, world_size
 from saelab.io import atomic_dir, read_json, save_tensors, sha256_file, sha256_text, write_json
+from saelab.process_group import barrier, rank, world_size
 
 FORMAT = "hf-datasets"
 FORMATS = ("hf", "safetensors")
@@ -64,8 +64,9 @@ def store_plan(model, texts: Sequence[str], hook: str | Sequence[str], *, fmt: s
     folder of one format is never taken for the other."""
     if fmt not in FORMATS:
         raise ValueError(f"format={fmt!r}: choose one of {FORMATS}")
-    extractor, texts, shards, meta = _plan(model, texts, hook, "none", batch_size, False, None, max_length, True,
-                                           shard_size, False, dataset, storage_dtype)
+    extractor, texts, shards, meta = plan_extraction(model, texts, hook, batch_size=batch_size, max_length=max_length,
+                                                     shard_size=shard_size, dataset=dataset,
+                                                     storage_dtype=storage_dtype)
     if fmt == "hf":
         meta["format"] = FORMAT
         meta["cache_key"] = sha256_text(meta["cache_key"], FORMAT)
@@ -240,7 +241,7 @@ def load_store(folder: str | Path, verify: bool = True) -> Activations:
     meta["missing"] = [i for e in entries for i in e["missing"]]
     meta["n_truncated"] = sum(e["n_truncated"] for e in entries)
     meta["n_tokens"] = sum(e["n_tokens"] for e in entries)
-    return _as_activations(tensors, meta["hooks"], "none", meta, folder)
+    return as_activations(tensors, meta["hooks"], "none", meta, folder)
 
 
 class StoreTokens:

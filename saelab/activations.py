@@ -207,8 +207,10 @@ def extract(
         storage_dtype: "float32", or "float16" / "bfloat16" to halve memory and disk (the values come back in
             that dtype; float16 raises if an activation exceeds its range). Part of the cache key.
     """
-    extractor, texts, shards, meta = _plan(model, texts, hook, pooling, batch_size, include_bos, positions,
-                                           max_length, cache, shard_size, allow_missing, dataset, storage_dtype)
+    extractor, texts, shards, meta = plan_extraction(
+        model, texts, hook, pooling=pooling, batch_size=batch_size, include_bos=include_bos, positions=positions,
+        max_length=max_length, cache=cache, shard_size=shard_size, allow_missing=allow_missing, dataset=dataset,
+        storage_dtype=storage_dtype)
     bar = tqdm(total=len(texts), desc=f"extract {pooling}", unit="text", disable=not progress)
     try:
         if not cache:
@@ -218,7 +220,7 @@ def extract(
                 bar.update(len(shard))
             result = concat_parts(parts, extractor.hooks)
             meta.update(result.pop("_stats"))
-            return _as_activations(result, extractor.hooks, pooling, meta, None)
+            return as_activations(result, extractor.hooks, pooling, meta, None)
         folder = _cache_folder(cache, meta)
         extract_cached(extractor.run, extractor.hooks, texts, shards, folder, meta, bar)
         return load_activations(folder, verify=False)
@@ -238,8 +240,9 @@ def extract_to_cache(model, texts: Sequence[str], hook: str | Sequence[str], *, 
     if not cache:
         raise ValueError("extract_to_cache needs cache=True (saelab's cache folder) or a folder; "
                          "for activations in memory call saelab.extract")
-    extractor, texts, shards, meta = _plan(model, texts, hook, "none", batch_size, False, None, max_length, cache,
-                                           shard_size, False, dataset, storage_dtype)
+    extractor, texts, shards, meta = plan_extraction(model, texts, hook, batch_size=batch_size, max_length=max_length,
+                                                     cache=cache, shard_size=shard_size, dataset=dataset,
+                                                     storage_dtype=storage_dtype)
     folder = _cache_folder(cache, meta)
     with tqdm(total=len(texts), desc="extract tokens", unit="text", disable=not progress) as bar:
         extract_cached(extractor.run, extractor.hooks, texts, shards, folder, meta, bar)
@@ -249,9 +252,13 @@ def extract_to_cache(model, texts: Sequence[str], hook: str | Sequence[str], *, 
 STORAGE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
-def _plan(model, texts, hook, pooling, batch_size, include_bos, positions, max_length, cache, shard_size,
-          allow_missing, dataset, storage_dtype):
-    """Check the arguments of an extraction; return (extractor, texts, shards, meta)."""
+def plan_extraction(model, texts, hook, *, pooling: str = "none", batch_size: int = 32, include_bos: bool = False,
+                    positions=None, max_length: int = 512, cache: bool | str | Path | None = True,
+                    shard_size: int = 2048, allow_missing: bool = False, dataset: str | None = None,
+                    storage_dtype: str = "float32"):
+    """Check the arguments of an extraction (as `extract` takes them); return (extractor, texts, shards, meta):
+    the callable that extracts one shard, the checked texts, the shards' text ranges, and the manifest metadata
+    with its cache key. `extract`, `extract_to_cache` and `saelab.activation_store` all plan through it."""
     texts = check_texts(texts)
     hooks = check_hooks(model, hook)
     if pooling not in POOLINGS:
@@ -448,7 +455,8 @@ def pool_segments(x: torch.Tensor, segment: torch.Tensor, lengths: torch.Tensor,
     return out
 
 
-def _as_activations(tensors: dict, hooks, pooling, meta, folder) -> Activations:
+def as_activations(tensors: dict, hooks, pooling, meta, folder) -> Activations:
+    """An `Activations` from the tensors an extraction or a cache read gives (one per hook, lengths, token ids)."""
     return Activations(
         hooks=list(hooks), pooling=pooling, acts={h: tensors[h] for h in hooks}, lengths=tensors["lengths"],
         token_ids=tensors["token_ids"] if pooling == "none" else None, meta=meta, folder=folder,
@@ -459,7 +467,7 @@ def load_activations(folder: str | Path, verify: bool = True) -> Activations:
     """Load a cached extraction; with `verify`, every shard's checksum is checked first."""
     folder = Path(folder)
     tensors, meta = read_cache(folder, verify)
-    return _as_activations(tensors, meta["hooks"], meta["pooling"], meta, folder)
+    return as_activations(tensors, meta["hooks"], meta["pooling"], meta, folder)
 
 
 __all__ = [
@@ -467,10 +475,12 @@ __all__ = [
     "Activations",
     "LastOccurrence",
     "TextTokens",
+    "as_activations",
     "STORAGE_DTYPES",
     "extract",
     "extract_to_cache",
     "hook_names",
     "last_occurrence",
     "load_activations",
+    "plan_extraction",
 ]

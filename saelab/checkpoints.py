@@ -113,5 +113,40 @@ def prune_checkpoints(folder: Path, keep: int) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-__all__ = ["META_FILE", "STATE_FILE", "find_checkpoints", "prune_checkpoints", "read_checkpoint",
-           "restore_checkpoint", "save_checkpoint"]
+def check_compatible(meta: dict[str, Any], cfg, tcfg, path: Path) -> None:
+    """Refuse a checkpoint written for another SAE shape or batch stream; warn when other training settings changed
+    (`cfg`: SAEConfig, `tcfg`: TrainConfig)."""
+    saved_cfg, saved_tcfg = meta["sae_config"], meta["train_config"]
+    for key in ("architecture", "d_in", "d_sae", "k", "apply_b_dec_to_input", "normalize_activations"):
+        if saved_cfg.get(key) != getattr(cfg, key):
+            raise ValueError(
+                f"checkpoint {path} was written for {key}={saved_cfg.get(key)!r}, not {getattr(cfg, key)!r}")
+    for key in ("batch_size", "seed", "window_chunks"):
+        if saved_tcfg.get(key) != getattr(tcfg, key):
+            raise ValueError(
+                f"checkpoint {path} was written with {key}={saved_tcfg.get(key)!r}, not {getattr(tcfg, key)!r}")
+    volatile = {"checkpoint_every", "checkpoint_dir", "keep_checkpoints", "log_every", "device"}
+    changed = sorted(k for k, v in tcfg.to_dict().items() if k not in volatile and saved_tcfg.get(k) != v)
+    if changed:
+        warnings.warn(f"resuming with changed training settings {changed}: the result will differ from an "
+                      "uninterrupted run", stacklevel=3)
+
+
+def restore_latest(ckpt_dir: Path, sae: SAE, extra_modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
+                   cfg, tcfg) -> dict[str, Any] | None:
+    """Load the newest valid checkpoint into sae / extra modules / optimizer / RNGs; return the loop's state."""
+    for path in find_checkpoints(ckpt_dir):
+        loaded = read_checkpoint(path)
+        if loaded is None:
+            continue
+        meta, tensors = loaded
+        check_compatible(meta, cfg, tcfg, path)
+        restore_checkpoint(meta, tensors, sae, extra_modules, optimizer)
+        return {"step": meta["step"], "cursor": meta["cursor"], "history": meta["history"], "scale": meta["scale"],
+                "tokens_since_fired": tensors["dead.tokens_since_fired"].to(sae.device),
+                "n_revived": meta.get("n_revived", 0)}
+    return None
+
+
+__all__ = ["META_FILE", "STATE_FILE", "check_compatible", "find_checkpoints", "prune_checkpoints", "read_checkpoint",
+           "restore_checkpoint", "restore_latest", "save_checkpoint"]

@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
-import os
 import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -30,52 +28,16 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-# ------------------------------------------------------------------------------------------------------------------
-# The process group
-# ------------------------------------------------------------------------------------------------------------------
-
-
-def active() -> bool:
-    """Whether a torch.distributed process group with more than one rank is running."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def rank() -> int:
-    return dist.get_rank() if active() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if active() else 1
-
-
-def barrier() -> None:
-    if active():
-        dist.barrier()
-
-
-def init(backend: str | None = None, timeout_s: float = 1800) -> str:
-    """Join the process group torchrun describes (RANK, WORLD_SIZE, MASTER_ADDR, ... in the environment) and
-    return this rank's device: ``cuda:<local rank>`` with NCCL on a GPU machine, ``cpu`` with gloo otherwise.
-    Without torchrun's variables it starts nothing and returns the single-process device."""
-    cuda = torch.cuda.is_available()
-    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        return "cuda" if cuda else "cpu"
-    backend = backend or ("nccl" if cuda else "gloo")
-    device = "cpu"
-    if backend == "nccl":
-        local = int(os.environ.get("LOCAL_RANK", 0))
-        torch.cuda.set_device(local)
-        device = f"cuda:{local}"
-    if not dist.is_initialized():
-        dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
-    return device
-
-
-def close() -> None:
-    """Leave the process group (the end of a torchrun script)."""
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
-
+from saelab import zoo, zoo_catalog
+from saelab.activation_cache import MANIFEST, ShardedTokens
+from saelab.activation_store import FORMAT, StoreTokens
+from saelab.activations import extract_to_cache
+from saelab.checkpoints import find_checkpoints, read_checkpoint
+from saelab.io import read_json
+from saelab.models import load_model
+from saelab.process_group import active, barrier, close, init, rank, world_size
+from saelab.sae import SAEConfig
+from saelab.train import TrainConfig, train_sae
 
 # ------------------------------------------------------------------------------------------------------------------
 # Data parallel training
@@ -149,7 +111,6 @@ class GradSync:
 def _agree_on_checkpoint(folder: Path) -> None:
     """Keep in each rank's checkpoint folder only what every rank can resume from: the newest step that all ranks
     have complete and intact (a kill can land between two ranks' saves); newer ones are removed."""
-    from saelab.checkpoints import find_checkpoints, read_checkpoint
 
     steps = [int(p.name.split("_")[1]) for p in find_checkpoints(folder) if read_checkpoint(p) is not None]
     everyone: list[list[int]] = [[] for _ in range(world_size())]
@@ -170,7 +131,6 @@ def train_ddp(source, cfg, train_cfg, *, resume: bool = False, **kwargs: Any):
     the newest step all ranks saved. `kwargs` go to `train_sae` (callback, progress, ...): an extra loss is
     refused, as its side modules would need their own synchronisation.
     """
-    from saelab.train import train_sae
 
     if not active():
         return train_sae(source, cfg, train_cfg, resume=resume, **kwargs)
@@ -209,7 +169,6 @@ def train_zoo(model, specs, *, texts: Sequence[str] | None = None, corpus_name: 
     train N SAEs at a time; every rank returns all of them. Each SAE trains and checkpoints as in a single process
     (a killed build resumes, per SAE, on whichever rank gets it next time). Rank 0 first extracts every corpus and
     held-out cache the ranks will read, so no two ranks ever write one cache folder."""
-    from saelab import zoo
 
     named = dict(specs) if isinstance(specs, Mapping) else {spec: spec for spec in specs}
     options = {"texts": texts, "corpus_name": corpus_name, "smoke": smoke}
@@ -229,15 +188,13 @@ def _extract_for_ranks(model, shares: list[list[Any]], progress: bool, texts, co
     """The token caches `zoo.get_saes` will extract on each rank for its share (the same choice of corpus folder
     and hooks), written here by rank 0 alone: two ranks extracting into one folder could read each other's
     half-written manifest."""
-    from saelab import zoo
-    from saelab.activations import extract_to_cache
 
     smoke = zoo.smoke_mode() if smoke is None else smoke
-    corpus_texts, corpus = zoo._corpus(texts, corpus_name, smoke)
+    corpus_texts, corpus = zoo.resolve_corpus(texts, corpus_name, smoke)
     for specs in shares:
         actual = [spec.scaled_for_smoke() if smoke else spec for spec in specs]
         keys = [zoo.spec_key(model, spec, corpus) for spec in actual]
-        needed = {s.hook for s, k in zip(actual, keys) if zoo._cached(zoo.sae_folder(model, s, k), k) is None}
+        needed = {s.hook for s, k in zip(actual, keys) if zoo.load_if_trained(zoo.sae_folder(model, s, k), k) is None}
         if not needed:
             continue
         if texts is None and needed <= set(zoo.catalog_hooks(model)):
@@ -256,9 +213,6 @@ def _extract_for_ranks(model, shares: list[list[Any]], progress: bool, texts, co
 
 
 def _source(store: str, hook: str):
-    from saelab.activation_cache import MANIFEST, ShardedTokens
-    from saelab.activation_store import FORMAT, StoreTokens
-    from saelab.io import read_json
 
     manifest = Path(store) / MANIFEST
     if not manifest.exists():
@@ -294,8 +248,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     device = init()
     try:
         if args.command == "train":
-            from saelab.sae import SAEConfig
-            from saelab.train import TrainConfig
 
             source = _source(args.store, args.hook)
             k = args.k if args.architecture in ("topk", "batchtopk") else None
@@ -308,8 +260,6 @@ def main(argv: Sequence[str] | None = None) -> None:
             if rank() == 0:
                 print(f"saved {sae.save(args.out)}")
         else:
-            from saelab import zoo_catalog
-            from saelab.models import load_model
 
             model = load_model(args.model, device=device)
             saes = train_zoo(model, zoo_catalog.notebook_specs(model, args.notebook), smoke=args.smoke or None)
@@ -318,6 +268,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         close()
 
+
+__all__ = ["GradSync", "active", "barrier", "close", "init", "main", "rank", "share", "train_ddp", "train_zoo",
+           "world_size"]
 
 if __name__ == "__main__":
     main()

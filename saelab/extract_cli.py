@@ -19,7 +19,9 @@ from pathlib import Path
 
 from saelab.activation_store import FORMATS, extract_store
 from saelab.activations import STORAGE_DTYPES
-from saelab.distributed import close, init, rank, world_size
+from saelab.models import load_model
+from saelab.process_group import close, init, rank, world_size
+from saelab.zoo import CORPUS_NAME, training_texts
 
 
 def read_texts(path: str | Path) -> list[str]:
@@ -54,12 +56,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--no-progress", action="store_true")
     args = parser.parse_args(argv)
 
-    from saelab.models import load_model
 
     device = init()
     try:
         if args.zoo_corpus:
-            from saelab.zoo import CORPUS_NAME, training_texts
 
             texts, dataset = training_texts(), args.dataset or CORPUS_NAME
         else:
@@ -73,6 +73,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     finally:
         close()
 
+
+__all__ = ["main", "read_texts"]
 
 if __name__ == "__main__":
     main()

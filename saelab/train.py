@@ -45,7 +45,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from saelab.checkpoints import find_checkpoints, prune_checkpoints, read_checkpoint, restore_checkpoint, save_checkpoint
+from saelab.checkpoints import find_checkpoints, prune_checkpoints, restore_latest, save_checkpoint
 from saelab.config import cache_dir, config_from_dict
 from saelab.io import sha256_text
 from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
@@ -237,39 +237,6 @@ ExtraLoss = Callable[[SAE, Batch, SAEOutput, int], dict[str, torch.Tensor]]
 Callback = Callable[[int, SAE, dict[str, float]], None]
 
 
-def _check_compatible(meta: dict[str, Any], cfg: SAEConfig, tcfg: TrainConfig, path: Path) -> None:
-    saved_cfg, saved_tcfg = meta["sae_config"], meta["train_config"]
-    for key in ("architecture", "d_in", "d_sae", "k", "apply_b_dec_to_input", "normalize_activations"):
-        if saved_cfg.get(key) != getattr(cfg, key):
-            raise ValueError(
-                f"checkpoint {path} was written for {key}={saved_cfg.get(key)!r}, not {getattr(cfg, key)!r}")
-    for key in ("batch_size", "seed", "window_chunks"):
-        if saved_tcfg.get(key) != getattr(tcfg, key):
-            raise ValueError(
-                f"checkpoint {path} was written with {key}={saved_tcfg.get(key)!r}, not {getattr(tcfg, key)!r}")
-    volatile = {"checkpoint_every", "checkpoint_dir", "keep_checkpoints", "log_every", "device"}
-    changed = sorted(k for k, v in tcfg.to_dict().items() if k not in volatile and saved_tcfg.get(k) != v)
-    if changed:
-        warnings.warn(f"resuming with changed training settings {changed}: the result will differ from an "
-                      "uninterrupted run", stacklevel=3)
-
-
-def _restore(ckpt_dir: Path, sae: SAE, extra_modules: dict[str, nn.Module], optimizer: torch.optim.Optimizer,
-             cfg: SAEConfig, tcfg: TrainConfig) -> dict[str, Any] | None:
-    """Load the newest valid checkpoint into sae / extra modules / optimizer / RNGs; return the loop's state."""
-    for path in find_checkpoints(ckpt_dir):
-        loaded = read_checkpoint(path)
-        if loaded is None:
-            continue
-        meta, tensors = loaded
-        _check_compatible(meta, cfg, tcfg, path)
-        restore_checkpoint(meta, tensors, sae, extra_modules, optimizer)
-        return {"step": meta["step"], "cursor": meta["cursor"], "history": meta["history"], "scale": meta["scale"],
-                "tokens_since_fired": tensors["dead.tokens_since_fired"].to(sae.device),
-                "n_revived": meta.get("n_revived", 0)}
-    return None
-
-
 def trains(fn: Callable) -> Callable:
     """Run a training function with autograd on and the caller's random state untouched, whatever the caller set.
 
@@ -369,7 +336,7 @@ def train_sae(
         ckpt_dir = Path(tcfg.checkpoint_dir) if tcfg.checkpoint_dir else cache_dir("checkpoints", run_id)
 
     # ---- start from the newest valid checkpoint, or afresh ----
-    state = _restore(ckpt_dir, sae, extra_modules, optimizer, cfg, tcfg) if resume and ckpt_dir else None
+    state = restore_latest(ckpt_dir, sae, extra_modules, optimizer, cfg, tcfg) if resume and ckpt_dir else None
     if resume and state is None:
         warnings.warn(f"resume=True but no valid checkpoint in {ckpt_dir}: starting from scratch", stacklevel=2)
     if state is None:

@@ -181,7 +181,7 @@ def gate_claims(claims: pd.DataFrame, column: str, saes: Mapping[Any, SAE] | Seq
     return gated
 
 
-def _cached(folder: Path, key: str) -> SAE | None:
+def load_if_trained(folder: Path, key: str) -> SAE | None:
     """The SAE saved at `folder` if it is complete and was trained for `key`; None otherwise."""
     try:
         recorded = read_json(folder / "cfg.json").get("metadata", {}).get("zoo_key")
@@ -194,7 +194,9 @@ def _cached(folder: Path, key: str) -> SAE | None:
 # Getting SAEs
 # ------------------------------------------------------------------------------------------------------------------
 
-def _corpus(texts: Sequence[str] | None, corpus_name: str | None, smoke: bool) -> tuple[list[str], dict[str, Any]]:
+def resolve_corpus(texts: Sequence[str] | None, corpus_name: str | None,
+                   smoke: bool) -> tuple[list[str], dict[str, Any]]:
+    """The training texts (the zoo's own corpus when `texts` is None) and their record for the SAE's key."""
     if texts is None:
         texts, corpus_name = training_texts(smoke), CORPUS_NAME
     elif not corpus_name:
@@ -232,10 +234,10 @@ def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: 
     named = _check_specs(specs)
     smoke = smoke_mode() if smoke is None else smoke
     default_corpus = texts is None
-    texts, corpus = _corpus(texts, corpus_name, smoke)
+    texts, corpus = resolve_corpus(texts, corpus_name, smoke)
     actual = {spec: spec.scaled_for_smoke() if smoke else spec for spec in dict.fromkeys(named.values())}  # in order
     keys = {spec: spec_key(model, actual[spec], corpus) for spec in actual}
-    found = {spec: _cached(sae_folder(model, actual[spec], keys[spec]), keys[spec]) for spec in actual}
+    found = {spec: load_if_trained(sae_folder(model, actual[spec], keys[spec]), keys[spec]) for spec in actual}
     missing = list({keys[spec]: spec for spec in actual if found[spec] is None}.values())  # smoke: widths merge
     if missing:
         needed = {spec.hook for spec in missing}
@@ -321,12 +323,12 @@ def table(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec] | None = None,
     reads the cache only (an SAE not built yet shows as such). `texts` / `corpus_name` as in `get_saes`."""
     smoke = smoke_mode() if smoke is None else smoke
     named = _check_specs(specs if specs is not None else list(all_specs(model)))
-    corpus = _corpus(texts, corpus_name, smoke)[1]
+    corpus = resolve_corpus(texts, corpus_name, smoke)[1]
     rows = []
     for name, spec in named.items():
         actual = spec.scaled_for_smoke() if smoke else spec
         key = spec_key(model, actual, corpus)
-        sae = _cached(sae_folder(model, actual, key), key)
+        sae = load_if_trained(sae_folder(model, actual, key), key)
         row = {"name": _readable(name), "architecture": spec.architecture,
                "d_sae": actual.d_sae, "hook": spec.hook, "train tokens": actual.tokens}
         if sae is None:
@@ -357,4 +359,5 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bo
 
 __all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
            "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report", "training_device",
-           "gate", "get_sae", "get_saes", "heldout_texts", "sae_folder", "spec_key", "table", "training_texts"]
+           "gate", "get_sae", "get_saes", "heldout_texts", "load_if_trained", "resolve_corpus", "sae_folder",
+           "spec_key", "table", "training_texts"]
