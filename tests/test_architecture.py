@@ -78,3 +78,11 @@ def test_the_top_level_api_is_a_sorted_list_of_names():
     assert saelab.__all__ == sorted(saelab.__all__)
     assert not [n for n in saelab.__all__ if isinstance(getattr(saelab, n), types.ModuleType)]
     assert {"ShardedTokens", "core_metrics", "extract", "load_model", "train_sae"} <= set(saelab.__all__)
+
+
+MAX_LINES = 500  # a module a newcomer can read in one sitting; cut a larger one along its seams
+
+
+def test_no_library_file_is_over_the_line_limit():
+    long = {str(p.relative_to(ROOT)): n for p in LIBRARY if (n := len(p.read_text().splitlines())) > MAX_LINES}
+    assert not long, f"over {MAX_LINES} lines (split them along their sections): {long}"
