@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: setup lock test-latest system-deps lint zoo report test test-unit test-notebooks test-second-architecture test-browser browser-deps lab bench clean-reports data
+.PHONY: setup lock test-latest system-deps lint zoo exercises report test test-unit test-notebooks test-second-architecture test-browser browser-deps lab bench clean-reports data
 
 LOCK := requirements.lock
 PIP_PIN := pip==26.3
@@ -53,6 +53,11 @@ system-deps:
 ## Every SAE the notebooks use, trained once into saelab's cache (resumable; SAELAB_SMOKE=1 for the small ones)
 zoo: $(STAMP)
 	$(PY) scripts/build_zoo.py --out reports
+
+## Exercise versions of the notebooks with tagged exercises (stubs raise NotImplementedError, solutions hidden):
+## notebooks/NN_x.ipynb (the solution version, the one source) -> notebooks/exercises/NN_x.ipynb
+exercises: $(STAMP)
+	$(PY) scripts/make_exercises.py
 
 ## The main job: the zoo, then every notebook in full mode -> reports/ (executed notebooks, HTML, findings.md)
 report: zoo

@@ -11,7 +11,7 @@ from saelab.activation_cache import ShardedTokens
 from saelab.activations import Activations, extract, hook_names, last_occurrence, load_activations
 from saelab.classifier import PromptedClassifier, build_classifier
 from saelab.classifsae import ClassifSAE, ClassifSAEConfig, train_classifsae
-from saelab.config import cache_dir, smoke_mode
+from saelab.config import cache_dir, set_smoke, smoke_mode
 from saelab.latents import LatentRecords, latent_records, logit_lens
 from saelab.metrics import core_metrics, reconstruction_metrics
 from saelab.models import ModelNotAvailableError, load_model
@@ -67,6 +67,7 @@ __all__ = [
     "logit_lens",
     "reconstruction_metrics",
     "record_findings",
+    "set_smoke",
     "smoke_mode",
     "train_classifsae",
     "train_sae",

@@ -26,6 +26,19 @@ def smoke_mode() -> bool:
     return os.environ.get(SMOKE_ENV, "").strip().lower() in {"1", "true", "yes", "on"}
 
 
+def set_smoke(on: bool = True) -> bool:
+    """Switch smoke mode on (or off) for this process, from inside a notebook: ``saelab.set_smoke(True)``.
+
+    It sets `SAELAB_SMOKE`, the one switch every part of saelab reads when it runs (`smoke_mode()`, the notebooks'
+    sizes, the zoo's SAE specs and corpus), so call it before the notebook's parameter cell reads `smoke_mode()`.
+    Child processes started afterwards inherit it. Returns the new setting.
+    """
+    if not isinstance(on, bool):
+        raise TypeError(f"set_smoke takes True or False, not {on!r}")
+    os.environ[SMOKE_ENV] = "1" if on else "0"
+    return on
+
+
 def default_model() -> str:
     """The model notebooks load: `SAELAB_MODEL` when set (e.g. ``tiny-gpt2`` for a second-architecture CI run, or a
     hub name such as ``google/gemma-2-2b``), else the embedded Gemma 3 270M."""
@@ -58,5 +71,6 @@ __all__ = [
     "SMOKE_ENV",
     "CACHE_ENV",
     "smoke_mode",
+    "set_smoke",
     "cache_dir",
 ]

@@ -1,5 +1,10 @@
 """Checkers for the notebooks' write-it-yourself exercises: each compares a learner's function with saelab's own and,
-when they differ, names the likely mistake."""
+when they differ, names the likely mistake.
+
+The checks of notebooks 00-02 live in `saelab.exercise_basics` and are re-exported here, so every exercise cell
+reads ``exercise_checks.check_...(my_function)``. A learner's exception becomes an `AssertionError` with a hint
+(`call_learner`); a stub's `NotImplementedError` passes through.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +15,21 @@ import torch
 
 from saelab.activations import extract
 from saelab.classifsae import activation_rate_loss
+from saelab.exercise_basics import (
+    as_float,
+    as_tensor,
+    call_learner,
+    check_bos_norm_ratio,
+    check_ce_loss_score,
+    check_explained_variance,
+    check_frac_alive,
+    check_kl_divergence,
+    check_last_token,
+    check_masked_mean,
+    check_massive_dims,
+    check_scale_hook,
+    check_standardised_cosine,
+)
 from saelab.probing import pool_codes
 from saelab.reformulation import Prototypes, Reading, SenseItem, annotate, nearest_sense
 from saelab.sae import SAE, SAEConfig
@@ -26,7 +46,7 @@ def check_topk_encode(fn: Callable, x_eval: torch.Tensor, k: int = 8) -> None:
         pre = (x - sae.b_dec) @ sae.W_enc
         sae.b_enc.copy_(-pre.topk(k, dim=-1).values[:, -1].median() + 0.1 * pre.std() * torch.randn(256))
     with torch.no_grad():
-        mine, ours = fn(x, sae.W_enc, sae.b_enc, sae.b_dec, k), sae.encode(x)
+        mine, ours = as_tensor(call_learner(fn, x, sae.W_enc, sae.b_enc, sae.b_dec, k), "your encoder"), sae.encode(x)
     assert mine.shape == ours.shape, f"shape {tuple(mine.shape)}; expected [tokens, d_sae] = {tuple(ours.shape)}"
     n_active = (mine != 0).sum(-1)
     assert (n_active <= k).all(), f"up to {int(n_active.max())} latents active in a token: keep only the k largest"
@@ -45,7 +65,7 @@ def check_activation_rate_loss(fn: Callable, tau: float = 0.1) -> None:
     """Check `fn(z, tau)` against ClassifSAE's `activation_rate_loss` on a random sparse batch of 50 x 12 codes."""
     g = torch.Generator().manual_seed(0)
     z = torch.relu(torch.randn(50, 12, generator=g)) * (torch.rand(50, 12, generator=g) < 0.4)
-    mine, ours = float(fn(z, tau)), float(activation_rate_loss(z, tau))
+    mine, ours = as_float(call_learner(fn, z, tau), "your loss"), float(activation_rate_loss(z, tau))
     if abs(mine - ours) < 1e-5:
         print(f"correct: {mine:.4f} (each latent fires freely on {int(50 * tau)} of 50 sentences)")
         return
@@ -69,7 +89,7 @@ def check_hidden_states_hook(model, fn: Callable[[int], str], layer: int,
     for text in texts:
         with torch.no_grad():
             hf = hf_model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states[layer][0]
-        ours = extract(model, [text], fn(layer), pooling="none", include_bos=True, progress=False).tensor
+        ours = extract(model, [text], call_learner(fn, layer), pooling="none", include_bos=True, progress=False).tensor
         if not torch.allclose(hf, ours, atol=1e-3, rtol=1e-3):
             post = extract(model, [text], f"blocks.{layer - 1}.hook_resid_post", pooling="none", include_bos=True,
                            progress=False).tensor
@@ -85,7 +105,7 @@ def check_topn_counts(fn: Callable[[torch.Tensor, int], torch.Tensor], codes: to
     `saelab.probing.pool_codes` gives, for n = 1, 5 and k + 8 (above a TopK SAE's k)."""
     for n in (1, 5, k + 8):
         expected = pool_codes(codes, [len(codes)], "topn", top_n=n)[0]
-        mine = fn(codes, n)
+        mine = as_tensor(call_learner(fn, codes, n), "your function")
         assert mine.shape == expected.shape, f"shape {tuple(mine.shape)}; expected [d_sae] = {tuple(expected.shape)}"
         if not torch.equal(mine, expected):
             if mine.sum() == len(codes) * n and expected.sum() < mine.sum():
@@ -103,7 +123,9 @@ def check_annotate(fn: Callable[[str, tuple[int, int], str], str]) -> None:
     cases = [("China has many camps for political prisoners", (15, 20), "a penal colony"),
              ("the line was busy", (4, 8), "a telephone connection"), ("Paper", (0, 5), "a medium for writing")]
     for text, span, note in cases:
-        mine, ours = fn(text, span, note), annotate(text, span, note)
+        mine, ours = call_learner(fn, text, span, note), annotate(text, span, note)
+        if not isinstance(mine, str):
+            raise AssertionError(f"got {mine!r}: return the annotated text as a string")
         if mine == ours:
             continue
         if mine == f"{text[:span[0]]}({note}) {text[span[0]:]}":
@@ -128,7 +150,7 @@ def check_nearest_sense(fn: Callable[[torch.Tensor, list[torch.Tensor]], int], s
         protos = Prototypes([("w", "noun")] * len(rows), [j for j, _ in rows], ["example"] * len(rows),
                             [f"c{i}" for i in range(len(rows))], torch.stack([c for _, c in rows]))
         ours: Reading = nearest_sense(code[None], protos.acts, [item], protos)
-        mine = int(fn(code, contexts))
+        mine = int(as_float(call_learner(fn, code, contexts), "your reading"))
         if mine != int(ours.choice[0]):
             unit, c = [torch.nn.functional.normalize(b, dim=-1) for b in contexts], code / code.norm()
             mean_cos = int(torch.stack([(u @ c).mean() for u in unit]).argmax())
@@ -148,7 +170,10 @@ def check_repair_damage(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple
     before, after, trigger = (rng.random(200) < p for p in (0.6, 0.7, 0.3))
     t = trigger.sum()
     repair, damage = (trigger & ~before & after).sum() / t, (trigger & before & ~after).sum() / t
-    mine = tuple(float(v) for v in fn(before, after, trigger))
+    mine = call_learner(fn, before, after, trigger)
+    if not isinstance(mine, tuple | list) or len(mine) != 2:
+        raise AssertionError(f"got {mine!r}: return two numbers, (repair rate, damage rate)")
+    mine = tuple(as_float(v, "your function") for v in mine)
     if np.allclose(mine, (repair, damage)):
         print(f"correct: repair {repair:.3f}, damage {damage:.3f} among {t} triggered items")
         return
@@ -161,5 +186,8 @@ def check_repair_damage(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple
     raise AssertionError(f"got {mine}, expected ({repair:.3f}, {damage:.3f})")
 
 
-__all__ = ["check_activation_rate_loss", "check_annotate", "check_hidden_states_hook", "check_nearest_sense",
-           "check_repair_damage", "check_topk_encode", "check_topn_counts"]
+__all__ = ["call_learner", "check_activation_rate_loss", "check_annotate", "check_bos_norm_ratio",
+           "check_ce_loss_score", "check_explained_variance", "check_frac_alive", "check_hidden_states_hook",
+           "check_kl_divergence", "check_last_token", "check_massive_dims", "check_masked_mean",
+           "check_nearest_sense", "check_repair_damage", "check_scale_hook", "check_standardised_cosine",
+           "check_topk_encode", "check_topn_counts"]

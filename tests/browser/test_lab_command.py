@@ -35,7 +35,8 @@ def test_make_lab_opens_the_workbook_and_leaves_nothing_running(browser, browser
 
         nb = lab.run_notebook(NOTEBOOK)
         for code, shown in [("no hook leaked", "no hook leaked"),
-                            ("check_scaling(model, tokens, alpha)", "correct: the residual stream after block 3"),
+                            ("exercise_checks.check_scale_hook(scale_resid, model, tokens)",
+                             "correct: inside the model the residual-stream norm is"),
                             ("model.generate(prompt", "The three primary colours are")]:
             h.WidgetArea(nb, nb.cell(code).locator(".jp-OutputArea"), "output").expect(
                 nb.cell(code).locator(".jp-OutputArea"), shown, what=f"output of {code!r}")
