@@ -16,17 +16,24 @@ start, Adam with a cosine schedule) is saelab's ordinary trainer: ClassifSAE plu
 its `extra_loss` / `extra_modules` hooks, with the normalised reconstruction term replacing the built-in "mse".
 
 Anchor defaults (`ClassifSAEConfig()` and `anchor_train_config`): lambdas 0.02 / 0.02 / 1, tau = 0.1, 20 class
-latents, lr 5e-5 cosine to 5e-7, no AuxK. Two deviations, on purpose, both about scale:
+latents, lr 5e-5 cosine to 5e-7, and the anchor's dead-latent revival, **ghost grads** (its config sets
+`use_ghost_grads=True` with a dead window of 100 steps; the loss is lambda_mse * (L_mse + L_ghost)): a latent that
+has not fired for `dead_window` steps gets gradient through an exponential of its pre-activation, fitted to the
+residual (`ghost_grad_loss`, SAELens 3.13's rule, which the anchor copies). saelab's AuxK stays off.
+
+Two deviations, on purpose, both about scale:
 
 - b_dec starts at the data mean, not 0. Gemma 3's residual stream carries a constant of about 33,000 in one
   dimension at the last block; from b_dec = 0 the latents would have to carry it (the anchor's models have no such
   massive activation). `anchor_train_config(b_dec_init="zeros")` restores the anchor's choice.
-- inputs are scaled to an average norm of sqrt(d_in) during training (`normalize_activations=
-  "expected_average_only_in"`, folded back into the weights afterwards). L_mse and L_ar grow linearly with the
-  activations' scale while the cross-entropy does not, so the anchor's weights only balance at its models' scale.
-  On Gemma's raw last-block vectors (distances to the mean of ~5,000) the reconstruction term swamps the head and
-  the class latents die (measured on tweet-sentiment: z_class activation rate 0.0-0.2%, head agreement ~0.5);
-  `normalize_activations="none"` restores raw inputs.
+- inputs are scaled by their **centred** norm during training (`normalize_activations="centered"`: the average
+  distance to the data mean becomes sqrt(d_in); the factor is folded back into the weights afterwards). L_mse and
+  L_ar grow linearly with the activations' scale while the cross-entropy does not, so the anchor's weights only
+  balance at its models' scale. Scaling by the raw norm (SAELens' "expected_average_only_in", still offered)
+  lets Gemma's massive dimension set the scale and shrinks the informative part to ~4 of ~25, so the head's
+  cross-entropy alone shapes z_class; scaling by the centred norm gives lambda_mse * L_mse ~ 0.5 at the start, near
+  the anchor's balance. On raw vectors (`"none"`, distances to the mean of ~5,000) the reconstruction term swamps
+  the head and the class latents die (measured on tweet-sentiment: z_class activation rate 0.0-0.2%).
 """
 
 from __future__ import annotations
@@ -47,10 +54,13 @@ from saelab.sae_files import load_extra_weights
 from saelab.train import TrainConfig, train_sae
 from saelab.train_data import Batch, TensorSource
 
+SCALINGS = ("centered", "expected_average_only_in", "none")
+
 
 @dataclass
 class ClassifSAEConfig:
-    """ClassifSAE's architecture and loss weights; the defaults are the anchor's."""
+    """ClassifSAE's architecture and loss weights; the defaults are the anchor's, except the input scaling
+    ("centered", see the module docstring)."""
 
     n_classes: int
     n_concepts: int = 20  # latents reserved for the decision (z_class): the first n_concepts of the SAE
@@ -61,7 +71,9 @@ class ClassifSAEConfig:
     lambda_cls: float = 1.0
     activation_rate: float = 0.1  # tau: the share of a batch on which a latent may fire without penalty
     detach_after: float = 0.5  # fraction of training after which z_class is detached before decoding
-    normalize_activations: str = "expected_average_only_in"  # or "none" (see the module docstring)
+    normalize_activations: str = "centered"  # or "expected_average_only_in" or "none" (see the module docstring)
+    ghost_grads: bool = True  # the anchor's dead-latent revival
+    dead_window: int = 100  # steps without firing after which a latent counts as dead (the anchor's window)
 
     def __post_init__(self) -> None:
         if self.n_classes < 2:
@@ -72,13 +84,18 @@ class ClassifSAEConfig:
             raise ValueError(f"activation_rate (tau) must be in (0, 1], got {self.activation_rate}")
         if not 0 <= self.detach_after <= 1:
             raise ValueError(f"detach_after must be a fraction in [0, 1], got {self.detach_after}")
+        if self.normalize_activations not in SCALINGS:
+            raise ValueError(f"normalize_activations must be one of {SCALINGS}, got {self.normalize_activations!r}")
+        if self.dead_window < 1:
+            raise ValueError(f"dead_window must be at least one step, got {self.dead_window}")
 
     def sae_config(self, d_in: int, **extra: Any) -> SAEConfig:
         d_sae = self.expansion * d_in
         if self.n_concepts > d_sae:
             raise ValueError(f"n_concepts={self.n_concepts} exceeds d_sae={d_sae}")
-        return SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=self.k,
-                         normalize_activations=self.normalize_activations, **extra)
+        scaling = "none" if self.normalize_activations == "centered" else self.normalize_activations
+        return SAEConfig(d_in=d_in, d_sae=d_sae, architecture="topk", k=self.k, normalize_activations=scaling,
+                         **extra)
 
     to_dict = dataclasses.asdict
 
@@ -90,7 +107,8 @@ class ClassifSAEConfig:
 def anchor_train_config(n_steps: int, batch_size: int = 256, *, lr: float = 5e-5, min_lr: float = 5e-7,
                         seed: int = 0, b_dec_init: str = "mean", log_every: int = 25) -> TrainConfig:
     """The anchor's optimiser settings: Adam, lr cosine-decayed over the whole run from `lr` to `min_lr`, no
-    warm-up, no gradient clipping, no AuxK (dead-latent revival is not part of ClassifSAE)."""
+    warm-up, no gradient clipping. saelab's AuxK is off: the anchor revives dead latents with ghost grads, which
+    `ClassifSAEConfig(ghost_grads=True)` adds to the loss."""
     return TrainConfig(n_steps=n_steps, batch_size=batch_size, lr=lr, min_lr=min_lr, decay="cosine",
                        decay_fraction=1.0, warmup_steps=0, aux_k_coefficient=0.0, b_dec_init=b_dec_init,
                        seed=seed, log_every=log_every, max_grad_norm=None)
@@ -119,15 +137,56 @@ def activation_rate_loss(latents: torch.Tensor, rate: float) -> torch.Tensor:
     return (latents * penalised).sum() / batch
 
 
+def _dense_batch_mse(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
+    """Elementwise squared error [B, d] divided by each target's distance to the batch mean (SAELens' dense_batch)."""
+    distance = (target - target.mean(0, keepdim=True)).norm(dim=-1, keepdim=True)
+    return (pred - target).pow(2) / (distance + eps)
+
+
+def ghost_grad_loss(x: torch.Tensor, x_hat: torch.Tensor, pre_acts: torch.Tensor, W_dec: torch.Tensor,
+                    dead: torch.Tensor) -> torch.Tensor:
+    """Ghost grads (SAELens 3.13, as the anchor uses them): the dead latents, through exp(pre-activation), decode
+    a vector rescaled to half the residual's norm; its dense-batch-normalised error against the residual, reweighted
+    elementwise to the size of the reconstruction error, averaged. Only the dead latents receive its gradient.
+
+    The exponential is taken after subtracting each row's largest dead pre-activation (detached): the per-row norm
+    rescaling undoes any per-row factor, so value and gradient are the anchor's, without overflow.
+    """
+    residual = x - x_hat
+    h = pre_acts[:, dead]
+    h = h - h.max(dim=1, keepdim=True).values.detach()
+    ghost = torch.exp(h) @ W_dec[dead]
+    scale = residual.norm(dim=-1) / (1e-6 + 2 * ghost.norm(dim=-1))
+    ghost = ghost * scale[:, None].detach()
+    ghost_error = _dense_batch_mse(ghost, residual.detach())
+    weight = (_dense_batch_mse(x_hat, x) / (ghost_error + 1e-6)).detach()
+    return (weight * ghost_error).mean()
+
+
 class ClassifSAELoss:
     """The `extra_loss` for `saelab.train_sae`: normalised reconstruction ("mse", replacing the built-in term),
-    activation-rate loss and the head's cross-entropy, with z_class detached before decoding late in training."""
+    activation-rate loss and the head's cross-entropy, with z_class detached before decoding late in training; with
+    `cfg.ghost_grads`, ghost grads for the latents that have not fired for `cfg.dead_window` steps (weighted by
+    lambda_mse, as the anchor's loss is lambda_mse * (L_mse + L_ghost))."""
 
     def __init__(self, cfg: ClassifSAEConfig, head: nn.Linear, n_steps: int, label_key: str = "label"):
         self.cfg, self.head, self.n_steps, self.label_key = cfg, head, int(n_steps), label_key
+        self.steps_since_fired: torch.Tensor | None = None
+        self.dead_log: list[int] = []  # number of dead latents at each step
 
     def detached(self, step: int) -> bool:
         return step >= int(self.cfg.detach_after * self.n_steps)
+
+    def _dead(self, latents: torch.Tensor) -> torch.Tensor:
+        """The latents dead before this step; then the firing counters move on with this batch."""
+        if self.steps_since_fired is None:
+            self.steps_since_fired = torch.zeros(latents.shape[1], dtype=torch.long, device=latents.device)
+        dead = self.steps_since_fired >= self.cfg.dead_window
+        with torch.no_grad():
+            self.steps_since_fired += 1
+            self.steps_since_fired[(latents > 0).any(0)] = 0
+        self.dead_log.append(int(dead.sum()))
+        return dead
 
     def __call__(self, sae: SAE, batch: Batch, out: SAEOutput, step: int) -> dict[str, torch.Tensor]:
         cfg, z = self.cfg, out.latents
@@ -136,11 +195,34 @@ class ClassifSAELoss:
             z = torch.cat([z_class.detach(), z[:, cfg.n_concepts:]], dim=1)
         x_hat = sae.decode(z)
         labels = batch.side[self.label_key].long()
-        return {
+        terms = {
             "mse": cfg.lambda_mse * normalized_reconstruction_loss(batch.acts, x_hat),
             "activation_rate": cfg.lambda_ar * activation_rate_loss(out.latents, cfg.activation_rate),
             "classifier": cfg.lambda_cls * F.cross_entropy(self.head(z_class), labels),
         }
+        dead = self._dead(out.latents.detach())
+        if cfg.ghost_grads and dead.any():
+            terms["ghost_grads"] = cfg.lambda_mse * ghost_grad_loss(batch.acts, x_hat, out.pre_acts, sae.W_dec, dead)
+        return terms
+
+
+def centered_scale(x: torch.Tensor) -> float:
+    """The factor that makes the average distance to the mean sqrt(d_in): sqrt(d_in) / mean ||x - mean(x)||."""
+    distance = float((x - x.mean(0)).norm(dim=1).mean())
+    if distance <= 0:
+        raise ValueError("every vector is the same: the centred norm is 0, so there is nothing to scale")
+    return x.shape[1] ** 0.5 / distance
+
+
+def train_centered(vectors: torch.Tensor, sae_cfg: SAEConfig, train_cfg: TrainConfig, *,
+                   side: dict[str, torch.Tensor] | None = None, **kwargs: Any) -> SAE:
+    """`saelab.train_sae` on vectors scaled by `centered_scale`, the factor folded back into the weights afterwards
+    (so the SAE reads raw vectors) and recorded as metadata "activation_scaling_factor" (scaling "centered")."""
+    scale = centered_scale(vectors)
+    sae = train_sae(TensorSource(vectors * scale, side=side), sae_cfg, train_cfg, **kwargs)
+    sae.fold_activation_norm_scaling_factor(scale)
+    sae.cfg.metadata.update(activation_scaling_factor=scale, activation_scaling="centered")
+    return sae
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -237,12 +319,18 @@ def train_classifsae(vectors: torch.Tensor, predicted_labels: torch.Tensor | np.
         head.bias.uniform_(-bound, bound, generator=generator)
     loss = ClassifSAELoss(cfg, head, tcfg.total_steps)
     sae_cfg = cfg.sae_config(vectors.shape[1], hook_name=hook_name, model_name=model_name, dataset=dict(dataset or {}))
-    source = TensorSource(vectors, side={"label": labels})
-    sae = train_sae(source, sae_cfg, tcfg, extra_loss=loss, extra_modules={"head": head}, progress=progress)
+    options = {"extra_loss": loss, "extra_modules": {"head": head}, "progress": progress}
+    if cfg.normalize_activations == "centered":
+        sae = train_centered(vectors, sae_cfg, tcfg, side={"label": labels}, **options)
+    else:
+        sae = train_sae(TensorSource(vectors, side={"label": labels}), sae_cfg, tcfg, **options)
+    log = loss.dead_log or [0]
+    sae.cfg.metadata["classifsae_dead_latents"] = {"max": max(log), "final": log[-1], "window": cfg.dead_window,
+                                                   "ghost_grads": cfg.ghost_grads}
     return ClassifSAE(sae, head, cfg)
 
 
 __all__ = [
-    "ClassifSAE", "ClassifSAEConfig", "ClassifSAELoss", "activation_rate_loss", "anchor_train_config",
-    "normalized_reconstruction_loss", "train_classifsae",
+    "SCALINGS", "ClassifSAE", "ClassifSAEConfig", "ClassifSAELoss", "activation_rate_loss", "anchor_train_config",
+    "centered_scale", "ghost_grad_loss", "normalized_reconstruction_loss", "train_centered", "train_classifsae",
 ]

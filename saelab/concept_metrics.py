@@ -13,7 +13,11 @@ test split:
                         (tvd_cond) against the un-ablated decode, averaged over the concepts that fire
   concept_sim           Jenks two-class split of each concept's activations; mean pairwise cosine (sentence
                         encoder) within the upper groups, pooled over concepts (weighted by number of pairs)
-  sentence_sim          mean cosine between sentences sharing exactly k of their top-5 concepts, k = 1..4
+  sentence_sim          SentenceSim(k), k = 1..4, as the anchor averages it: for each sentence, the mean cosine to
+                        the sentences sharing exactly k of its top-5 concepts (top-5 of the signed activations,
+                        non-zero); then the mean over the sentences that have such partners
+  prediction_agreement  per sentence: is the prediction from x_hat (rescaled) the prediction from x (RAcc's items)
+  concept_sim_terms     ConceptSim as a ratio of per-sentence sums (for a bootstrap over sentences)
   mean_pairwise_cosine  the data set's own mean pairwise cosine: the baseline for the two above
 
 The sentence encoder (all-MiniLM-L6-v2, `load_sentence_encoder` / `encode_sentences`) gives the embeddings of the
@@ -38,18 +42,24 @@ def rescale_to_norm(x_hat: torch.Tensor, x: torch.Tensor, eps: float = 1e-9) -> 
     return x_hat * (x.norm(dim=-1, keepdim=True) / x_hat.norm(dim=-1, keepdim=True).clamp_min(eps))
 
 
-def recovery_accuracy(predict, x: torch.Tensor, x_hat: torch.Tensor, rescale: bool = True) -> float:
-    """RAcc: share of rows whose predicted class is the same from x_hat (rescaled to ||x||) as from x.
+def prediction_agreement(predict, x: torch.Tensor, x_hat: torch.Tensor, rescale: bool = True) -> np.ndarray:
+    """Per row: is the predicted class from x_hat (rescaled to ||x||) the same as from x? (bool [n]; RAcc's items)
 
     predict: a callable mapping hidden vectors [n, d] to class ids [n] (e.g. `classifier.predict_from_hidden`).
     """
+    x, x_hat = torch.as_tensor(x), torch.as_tensor(x_hat)
     if x.shape != x_hat.shape:
         raise ValueError(f"x {tuple(x.shape)} and its reconstruction {tuple(x_hat.shape)} differ in shape; they must "
                          "have the same shape")
     if len(x) == 0:
         raise ValueError("no sentences to evaluate")
     x_hat = rescale_to_norm(x_hat, x) if rescale else x_hat
-    return float((torch.as_tensor(predict(x)) == torch.as_tensor(predict(x_hat))).double().mean())
+    return (torch.as_tensor(predict(x)) == torch.as_tensor(predict(x_hat))).numpy()
+
+
+def recovery_accuracy(predict, x: torch.Tensor, x_hat: torch.Tensor, rescale: bool = True) -> float:
+    """RAcc: share of rows whose predicted class is the same from x_hat (rescaled to ||x||) as from x."""
+    return float(prediction_agreement(predict, x, x_hat, rescale).mean())
 
 
 def concept_firing(concepts: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
@@ -57,9 +67,17 @@ def concept_firing(concepts: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
     return torch.as_tensor(concepts).abs() > eps
 
 
-def activation_rate(concepts: torch.Tensor, eps: float = 1e-6) -> float:
-    """Mean over concepts of the share of sentences on which the concept fires."""
-    return float(concept_firing(concepts, eps).double().mean())
+def activation_rate(concepts: torch.Tensor, eps: float = 1e-6, alive_only: bool = False) -> float:
+    """Mean over concepts of the share of sentences on which the concept fires.
+
+    alive_only: average over the concepts that fire at least once (the anchor drops dead concepts first); NaN when
+    none fires.
+    """
+    rate = concept_firing(concepts, eps).double().mean(0)
+    if alive_only:
+        rate = rate[rate > 0]
+        return float(rate.mean()) if len(rate) else float("nan")
+    return float(rate.mean())
 
 
 @torch.no_grad()
@@ -176,33 +194,77 @@ def concept_sim(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | to
     return {"concept_sim": total / pairs if pairs else float("nan"), "n_pairs": pairs, "per_concept": per_concept}
 
 
-def top_concepts(concepts: torch.Tensor | np.ndarray, top: int = 5, eps: float = 1e-6) -> np.ndarray:
-    """Boolean [n, m]: each sentence's `top` strongest firing concepts (by |a|; fewer when fewer fire)."""
-    a = np.abs(np.asarray(torch.as_tensor(concepts).double()))
-    order = np.argsort(-a, axis=1, kind="stable")[:, :top]
+def concept_sim_terms(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | torch.Tensor
+                      ) -> tuple[np.ndarray, np.ndarray]:
+    """ConceptSim as a ratio of per-sentence sums: (num, den), each [n], with concept_sim = num.sum() / den.sum().
+
+    For sentence i: num_i = sum over the upper groups G that hold i of sum_{j in G, j != i} cos(i, j), and den_i =
+    sum over those groups of (|G| - 1). Every pair is counted twice in both sums, so the ratio is the pair-weighted
+    ConceptSim; resampling sentences (with the Jenks groups kept) gives its bootstrap over sentences.
+    """
+    a = np.asarray(torch.as_tensor(concepts).double())
+    unit = _unit_rows(embeddings)
+    if len(a) != len(unit):
+        raise ValueError(f"{len(a)} rows of concepts for {len(unit)} sentence embeddings")
+    num, den = np.zeros(len(a)), np.zeros(len(a))
+    for j in range(a.shape[1]):
+        upper = jenks_upper_group(a[:, j])
+        n = int(upper.sum())
+        if n < 2:
+            continue
+        group = unit[upper]
+        num[upper] += group @ group.sum(0) - 1.0  # cosines to the others (unit rows: self-cosine 1)
+        den[upper] += n - 1
+    return num, den
+
+
+def top_concepts(concepts: torch.Tensor | np.ndarray, top: int = 5, eps: float = 1e-6,
+                 signed: bool = True) -> np.ndarray:
+    """Boolean [n, m]: each sentence's `top` largest concepts that fire (fewer when fewer fire).
+
+    signed=True ranks by the signed activation, as the anchor does (`torch.topk` on the activations, then the
+    non-zero ones), so a strongly negative ICA component is not a top concept; signed=False ranks by |a|.
+    """
+    a = np.asarray(torch.as_tensor(concepts).double())
+    order = np.argsort(-(a if signed else np.abs(a)), axis=1, kind="stable")[:, :top]
     member = np.zeros(a.shape, dtype=bool)
     np.put_along_axis(member, order, True, axis=1)
-    return member & (a > eps)
+    return member & (np.abs(a) > eps)
 
 
-def sentence_sim(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | torch.Tensor,
-                 ks: Sequence[int] = (1, 2, 3, 4), top: int = 5, eps: float = 1e-6) -> dict[int, dict[str, float]]:
-    """SentenceSim(k): mean cosine between sentence pairs that share exactly k of their top-`top` concepts.
-
-    Returns {k: {"mean_cosine", "n_pairs"}} (mean_cosine is NaN when no pair shares exactly k).
-    """
+def sentence_sim_per_sentence(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | torch.Tensor,
+                              ks: Sequence[int] = (1, 2, 3, 4), top: int = 5, eps: float = 1e-6) -> np.ndarray:
+    """[n, len(ks)]: for each sentence and k, its mean cosine to the other sentences that share exactly k of its
+    top-`top` concepts (NaN when no sentence does). The anchor's SentenceSim(k) is the column's mean over sentences."""
     member = top_concepts(concepts, top, eps).astype(np.float64)
     unit = _unit_rows(embeddings)
     if len(member) != len(unit):
         raise ValueError(f"{len(member)} rows of concepts for {len(unit)} sentence embeddings")
     shared = member @ member.T
+    np.fill_diagonal(shared, -1)  # never one's own partner
     cosine = unit @ unit.T
-    upper = np.triu(np.ones(shared.shape, dtype=bool), k=1)
+    out = np.full((len(unit), len(ks)), np.nan)
+    for c, k in enumerate(ks):
+        mask = shared == k
+        count = mask.sum(1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, c] = np.where(count > 0, (cosine * mask).sum(1) / count, np.nan)
+    return out
+
+
+def sentence_sim(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | torch.Tensor,
+                 ks: Sequence[int] = (1, 2, 3, 4), top: int = 5, eps: float = 1e-6) -> dict[int, dict[str, float]]:
+    """SentenceSim(k), averaged per sentence as the anchor does (see `sentence_sim_per_sentence`).
+
+    Returns {k: {"mean_cosine", "n_sentences"}}: the mean over the `n_sentences` sentences that have at least one
+    partner sharing exactly k concepts (mean_cosine is NaN when none has).
+    """
+    per = sentence_sim_per_sentence(concepts, embeddings, ks, top, eps)
     out = {}
-    for k in ks:
-        mask = upper & (shared == k)
-        n = int(mask.sum())
-        out[int(k)] = {"mean_cosine": float(cosine[mask].mean()) if n else float("nan"), "n_pairs": n}
+    for c, k in enumerate(ks):
+        values = per[:, c][~np.isnan(per[:, c])]
+        out[int(k)] = {"mean_cosine": float(values.mean()) if len(values) else float("nan"),
+                       "n_sentences": int(len(values))}
     return out
 
 
@@ -229,7 +291,8 @@ def encode_sentences(texts: Sequence[str], encoder=None, batch_size: int = 64, p
 
 
 __all__ = [
-    "ablation_effect", "activation_rate", "concept_firing", "concept_sim", "conditional_causality",
-    "encode_sentences", "jenks_upper_group", "load_sentence_encoder", "mean_pairwise_cosine", "recovery_accuracy",
-    "rescale_to_norm", "sentence_sim", "top_concepts",
+    "ablation_effect", "activation_rate", "concept_firing", "concept_sim", "concept_sim_terms",
+    "conditional_causality", "encode_sentences", "jenks_upper_group", "load_sentence_encoder", "mean_pairwise_cosine",
+    "prediction_agreement", "recovery_accuracy", "rescale_to_norm", "sentence_sim", "sentence_sim_per_sentence",
+    "top_concepts",
 ]

@@ -16,13 +16,17 @@ rest of the model (`saelab.classifier.PromptedClassifier.predict_from_hidden`).
 | ConceptSHAP (`train_conceptshap`) | cosines to 20 unit concept vectors, thresholded, normalised to sum 1 | 2-layer MLP, trained by cross-entropy through the rest of the model + coherence/diversity regularisers |
 | HI-Concept (`train_hi_concept`) | same as ConceptSHAP | same, plus a reconstruction term and, in the second half, HI-Concept's flip loss under random concept masking |
 
-`evaluate_explainer` computes the comparison metrics of `saelab.concept_metrics` for one method on the test split;
+`fit_methods` trains all five on one set of vectors and predicted labels (sizes in `Settings`);
+`evaluate_explainer` computes the comparison metrics of `saelab.concept_metrics` for one method on the test split
+(notebook 03's per-sentence protocol, with intervals and verdicts, is `saelab.classifsae_eval`);
 `describe_concepts` lists each concept's top sentences and TF-IDF top words so a person can judge it.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +38,7 @@ from tqdm.auto import tqdm
 from saelab import concept_metrics
 from saelab.checks import check_latents
 from saelab.classifier import PromptedClassifier
-from saelab.classifsae import ClassifSAE
+from saelab.classifsae import ClassifSAE, ClassifSAEConfig, anchor_train_config, train_centered, train_classifsae
 from saelab.sae import SAE, SAEConfig
 from saelab.train import TrainConfig, train_sae, trains
 
@@ -153,16 +157,18 @@ class _quiet_convergence:
 
 def topk_sae_l1_concepts(x_train: torch.Tensor, predicted_labels: np.ndarray, n_concepts: int = 20, *, k: int = 10,
                          expansion: int = 2, train_cfg: TrainConfig | None = None, n_steps: int = 1000,
-                         normalize_activations: str = "expected_average_only_in", seed: int = 0,
+                         normalize_activations: str = "centered", seed: int = 0,
                          hook_name: str | None = None, progress: bool = True) -> SAEConcepts:
-    """Train a plain TopK SAE (k, d_sae = expansion * d_in, inputs scaled as ClassifSAE's) on the train vectors
-    with saelab's trainer, then keep the `n_concepts` latents an L1 logistic regression finds most predictive of
-    the classifier's labels."""
+    """Train a plain TopK SAE (k, d_sae = expansion * d_in, inputs scaled as ClassifSAE's: "centered" by default,
+    see `saelab.classifsae`) on the train vectors with saelab's trainer, then keep the `n_concepts` latents an L1
+    logistic regression finds most predictive of the classifier's labels."""
     x_train = torch.as_tensor(x_train).float()
+    centered = normalize_activations == "centered"
     cfg = SAEConfig(d_in=x_train.shape[1], d_sae=expansion * x_train.shape[1], architecture="topk", k=k,
-                    hook_name=hook_name, normalize_activations=normalize_activations)
+                    hook_name=hook_name, normalize_activations="none" if centered else normalize_activations)
     tcfg = train_cfg or TrainConfig(n_steps=n_steps, batch_size=256, seed=seed, b_dec_init="mean")
-    sae = train_sae(x_train, cfg, tcfg, progress=progress)
+    sae = (train_centered(x_train, cfg, tcfg, progress=progress) if centered
+           else train_sae(x_train, cfg, tcfg, progress=progress))
     with torch.no_grad():
         codes = sae.encode(x_train)
     return SAEConcepts(sae, pick_latents_l1(codes, predicted_labels, n_concepts, seed=seed), "TopK SAE + L1 LR")
@@ -374,7 +380,7 @@ def evaluate_explainer(explainer: ConceptExplainer, classifier: PromptedClassifi
     row = {
         "method": explainer.name,
         "racc": concept_metrics.recovery_accuracy(classifier.predict_from_hidden, x, explainer.decode(a)),
-        "activation_rate": concept_metrics.activation_rate(a),
+        "activation_rate": concept_metrics.activation_rate(a, alive_only=True),  # dead concepts dropped (anchor)
         "delta_f_cond": causal["delta_f_cond"],
         "tvd_cond": causal["tvd_cond"],
         "n_firing_concepts": causal["n_firing_concepts"],
@@ -421,41 +427,55 @@ def describe_concepts(concepts: torch.Tensor, texts: Sequence[str], *, n_sentenc
     return out
 
 
-def claim_verdicts(name: str, means, per_seed_runs, mean_cosine: float, baselines: list[str],
-                   n_seeds: int) -> tuple[list[str], dict]:
-    """Sentences (and booleans for `findings`) on the paper's claims for one task: does ClassifSAE beat every
-    baseline on causality and ConceptSim (and in how many seeds), whose concepts have the top ConceptSim, and
-    SentenceSim(1), ConceptSim lift, activation rate and RAcc against the anchor's numbers.
+@dataclass
+class Settings:
+    """The sizes every method is trained with (notebook 03's settings cell)."""
 
-    `means`: per-method mean metrics of the task (rows = methods); `per_seed_runs`: the task's rows, one per
-    (seed, method), with a "seed" and a "method" column."""
-    ours, base = means.loc["ClassifSAE"], means.loc[baselines]
-    verdicts, findings = [], {}
-    per_seed = per_seed_runs.pivot(index="seed", columns="method")
-    for key, what in [("delta_f_cond", "causality (Δf_cond)"), ("concept_sim", "ConceptSim")]:
-        wins = int((per_seed[key]["ClassifSAE"] > per_seed[key][baselines].max(axis=1)).sum())
-        held = ours[key] > base[key].max()
-        verdicts.append(f"{name}: ClassifSAE {'beat' if held else 'did NOT beat'} every baseline on {what} "
-                        f"({ours[key]:.3f} vs best baseline {base[key].idxmax()} {base[key].max():.3f}; "
-                        f"ahead in {wins} of {n_seeds} seeds).")
-        findings[f"{name}_claim_{key}_held"] = bool(held)
-    top_sim = means["concept_sim"].idxmax()
-    top_rate = means.loc[top_sim, "activation_rate"]
-    verdicts.append(f"{name}: the highest ConceptSim ({means.loc[top_sim, 'concept_sim']:.3f}) is "
-                    f"{top_sim}'s, whose concepts fire on {top_rate:.1%} of sentences (ClassifSAE's on "
-                    f"{ours['activation_rate']:.1%})" + (": its upper Jenks groups are smaller."
-                                                          if top_rate < ours["activation_rate"] else "."))
-    ratio = ours["sentence_sim_1"] / base["sentence_sim_1"].max()
-    lift = ours["concept_sim"] - mean_cosine
-    verdicts.append(f"{name}: SentenceSim(1) is {ratio:.2f}x the best baseline's (anchor: 2–3x); ConceptSim is "
-                    f"{lift:+.3f} above the data set's mean cosine; activation rate {ours['activation_rate']:.1%} "
-                    f"(anchor ≈ 10%); RAcc {ours['racc']:.3f} (anchor 0.98–0.99).")
-    return verdicts, findings
+    n_concepts: int = 20
+    sae_steps: int = 1500
+    sae_batch: int = 128
+    sae_lr: float = 1e-3
+    net_epochs: int = 30
+
+    def sae_train_config(self, seed: int) -> TrainConfig:
+        """The plain TopK SAE's schedule: ClassifSAE's (cosine to lr/100, no warm-up)."""
+        return TrainConfig(n_steps=self.sae_steps, batch_size=self.sae_batch, lr=self.sae_lr, seed=seed,
+                           b_dec_init="mean", decay="cosine", decay_fraction=1.0, min_lr=self.sae_lr / 100,
+                           warmup_steps=0)
+
+
+def fit_methods(x: torch.Tensor, y: np.ndarray, classifier, seed: int, settings: Settings,
+                timings: dict[str, list[float]] | None = None) -> tuple[Any, dict[str, Any]]:
+    """ClassifSAE and the four baselines on training vectors x and predicted labels y: (ClassifSAE, explainers)."""
+    s, timings = settings, timings if timings is not None else {}
+
+    def timed(name, fit):
+        started = time.perf_counter()
+        out = fit()
+        timings.setdefault(name, []).append(time.perf_counter() - started)
+        return out
+
+    cfg = ClassifSAEConfig(n_classes=classifier.n_classes, n_concepts=s.n_concepts)
+    tcfg = anchor_train_config(s.sae_steps, batch_size=s.sae_batch, lr=s.sae_lr, min_lr=s.sae_lr / 100, seed=seed)
+    csae = timed("ClassifSAE", lambda: train_classifsae(x, y, cfg, tcfg, progress=False,
+                                                         hook_name=classifier.hook_name))
+    nets = {"n_concepts": s.n_concepts, "n_epochs": s.net_epochs, "seed": seed, "progress": False}
+    explainers = {
+        "ClassifSAE": classifsae_concepts(csae, classifier),
+        "TopK SAE + L1 LR": timed("TopK SAE + L1 LR", lambda: topk_sae_l1_concepts(
+            x, y, s.n_concepts, train_cfg=s.sae_train_config(seed), seed=seed, hook_name=classifier.hook_name,
+            progress=False)),
+        "FastICA": timed("FastICA", lambda: fit_ica(x, s.n_concepts, seed=seed)),
+        "ConceptSHAP": timed("ConceptSHAP", lambda: train_conceptshap(classifier, x, y, **nets)),
+        "HI-Concept": timed("HI-Concept", lambda: train_hi_concept(classifier, x, y, **nets)),
+    }
+    return csae, explainers
+
 
 
 __all__ = [
-    "ConceptExplainer", "ConceptNet", "ConceptNetExplainer", "ICAConcepts", "SAEConcepts", "claim_verdicts",
-    "classifsae_concepts",
+    "ConceptExplainer", "ConceptNet", "ConceptNetExplainer", "ICAConcepts", "SAEConcepts", "Settings",
+    "classifsae_concepts", "fit_methods",
     "describe_concepts", "evaluate_explainer", "fit_ica", "pick_latents_l1", "topk_sae_l1_concepts",
     "train_concept_net", "train_conceptshap", "train_hi_concept",
 ]

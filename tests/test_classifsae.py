@@ -11,7 +11,8 @@ from sklearn.decomposition import FastICA
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from saelab import concept_metrics
+from saelab import classifsae_eval as cse
+from saelab import concept_metrics, stats
 from saelab.classifier import (
     PromptedClassifier,
     build_prompts,
@@ -25,11 +26,13 @@ from saelab.classifsae import (
     ClassifSAELoss,
     activation_rate_loss,
     anchor_train_config,
+    ghost_grad_loss,
     normalized_reconstruction_loss,
     train_classifsae,
 )
 from saelab.concepts import (
     SAEConcepts,
+    Settings,
     classifsae_concepts,
     describe_concepts,
     evaluate_explainer,
@@ -38,6 +41,7 @@ from saelab.concepts import (
     train_conceptshap,
     train_hi_concept,
 )
+from saelab.report import claims_rows
 from saelab.sae import SAE, SAEConfig
 from saelab.train_data import Batch
 
@@ -188,7 +192,8 @@ def test_train_classifsae_through_the_shared_trainer():
     accuracy = float((model.head_predict(x) == labels).float().mean())
     assert accuracy > 0.9, accuracy
     assert model.sae.cfg.d_sae == 32 and model.concepts(x).shape == (600, 6)
-    assert model.sae.cfg.metadata["training"]["aux_k_coefficient"] == 0.0
+    assert model.sae.cfg.metadata["training"]["aux_k_coefficient"] == 0.0  # AuxK off: ghost grads instead
+    assert model.sae.cfg.metadata["classifsae_dead_latents"]["ghost_grads"] is True
 
 
 def test_classifsae_save_load_round_trip(tmp_path):
@@ -321,3 +326,158 @@ def test_gemma_classifier_splice_matches_the_model(gemma):
     reference = bridge_logits(gemma, vecs.vectors)[:, clf.label_token_ids]
     torch.testing.assert_close(clf.logits_from_hidden(vecs.vectors), reference, atol=1e-3, rtol=1e-4)
     assert concept_metrics.recovery_accuracy(clf.predict_from_hidden, vecs.vectors, vecs.vectors) == 1.0
+
+
+# ---- centred scaling and ghost grads ---------------------------------------------------------------------------
+
+
+def test_centered_scaling_is_folded_back():
+    x, labels = toy_task(300)
+    x = x + torch.tensor([500.0] + [0.0] * 15)  # a massive constant dimension, as in Gemma's residual stream
+    model = train_classifsae(x, labels, ClassifSAEConfig(n_classes=3, n_concepts=4, k=4),
+                             anchor_train_config(30, batch_size=64, lr=1e-2, min_lr=1e-4), progress=False)
+    scale = model.sae.cfg.metadata["activation_scaling_factor"]
+    assert scale == pytest.approx(4.0 / float((x - x.mean(0)).norm(dim=1).mean()), rel=1e-5)  # sqrt(16) / centred
+    assert model.sae.cfg.normalize_activations == "none"  # folded: the SAE reads raw vectors
+    # the folded SAE on raw x equals the unfolded one on scaled x
+    unfolded = SAE(model.sae.cfg, seed=0)
+    unfolded.load_state_dict(model.sae.state_dict())
+    with torch.no_grad():
+        unfolded.W_enc.div_(scale)
+        unfolded.W_dec.mul_(scale)
+        unfolded.b_dec.mul_(scale)
+    torch.testing.assert_close(unfolded.encode(x * scale), model.encode(x), atol=1e-3, rtol=1e-4)
+    with pytest.raises(ValueError, match="normalize_activations must be one of"):
+        ClassifSAEConfig(n_classes=3, normalize_activations="raw")
+
+
+def test_ghost_grads_reach_only_dead_latents_and_match_the_anchor_rule():
+    torch.manual_seed(0)
+    sae = SAE(SAEConfig(d_in=8, d_sae=12, architecture="topk", k=3), seed=0)
+    x = torch.randn(16, 8)
+    out = sae.forward_train(x)
+    dead = torch.zeros(12, dtype=torch.bool)
+    dead[[2, 5]] = True
+    loss = ghost_grad_loss(x, out.x_hat, out.pre_acts, sae.W_dec, dead)
+    # the anchor's formula, written out without the overflow guard
+    residual = x - out.x_hat
+    ghost = torch.exp(out.pre_acts[:, dead]) @ sae.W_dec[dead]
+    ghost = ghost * (residual.norm(dim=-1) / (1e-6 + 2 * ghost.norm(dim=-1)))[:, None].detach()
+
+    def dense(p, t):
+        return (p - t).pow(2) / ((t - t.mean(0)).norm(dim=-1, keepdim=True) + 1e-6)
+
+    ghost_error = dense(ghost, residual.detach())
+    reference = ((dense(out.x_hat, x) / (ghost_error + 1e-6)).detach() * ghost_error).mean()
+    assert float(loss.detach()) == pytest.approx(float(reference.detach()), rel=1e-4)
+    sae.zero_grad()
+    loss.backward()
+    grad = sae.W_enc.grad.abs().sum(0)
+    assert grad[dead].gt(0).all() and grad[~dead].eq(0).all()
+
+
+def test_the_loss_adds_ghost_grads_once_a_latent_has_not_fired_for_the_window():
+    cfg = ClassifSAEConfig(n_classes=2, n_concepts=3, k=2, dead_window=2)
+    sae = SAE(cfg.sae_config(8), seed=0)
+    with torch.no_grad():  # latent 7 can never be among the top k
+        sae.b_enc[7] = -1e4
+    loss = ClassifSAELoss(cfg, torch.nn.Linear(3, 2), n_steps=10)
+    x = torch.randn(32, 8)
+    batch = Batch(x, {"label": torch.randint(0, 2, (32,))})
+    keys = [set(loss(sae, batch, sae.forward_train(x), step)) for step in range(4)]
+    assert "ghost_grads" not in keys[0] and "ghost_grads" not in keys[1] and "ghost_grads" in keys[2]
+    assert loss.dead_log[2] >= 1
+    no_ghost = ClassifSAELoss(ClassifSAEConfig(n_classes=2, n_concepts=3, k=2, dead_window=2, ghost_grads=False),
+                              torch.nn.Linear(3, 2), n_steps=10)
+    assert all("ghost_grads" not in set(no_ghost(sae, batch, sae.forward_train(x), s)) for s in range(4))
+
+
+# ---- the evaluation protocol (saelab.classifsae_eval) --------------------------------------------------------------
+
+
+def test_causal_effects_and_the_random_direction_control(tiny):
+    clf, hidden, _ = toy_classifier(tiny, n=40)
+    sae = SAE(SAEConfig(d_in=tiny.cfg.d_model, d_sae=16, architecture="topk", k=4), seed=0)
+    with torch.no_grad():
+        sae.b_dec.copy_(hidden.mean(0))
+        sae.W_dec[1] = 0.0  # concept 1 moves nothing: neither its ablation nor its control can flip
+    out = cse.causal_effects(SAEConcepts(sae, range(6), "toy"), clf, hidden, seed=0)
+    fires = out["fires"].astype(bool)
+    assert np.isnan(out["flips"][~fires]).all() and not np.isnan(out["flips"][fires]).any()
+    assert np.nan_to_num(out["flips"][:, 1]).sum() == 0 and np.nan_to_num(out["control"][:, 1]).sum() == 0
+    assert out["consistent"].dtype == bool and out["consistent"].shape == (40,)
+
+
+def test_sentence_estimate_is_a_bootstrap_over_the_chosen_sentences():
+    values = np.array([np.nan, 1.0, 0.0, 1.0, 1.0, np.nan])
+    rows = np.array([1, 2, 3, 4])
+    e = cse.sentence_estimate(lambda w: cse._mean(values, w), 6, rows, n_boot=300)
+    assert e.value == pytest.approx(0.75) and e.low <= 0.75 <= e.high and e.n == 4
+    flips = np.array([[1.0, np.nan], [0.0, 0.0], [np.nan, 0.0]])  # concept 0: 1/2 flips; concept 1: 0/2
+    assert float(cse._delta_f(flips, np.ones((1, 3)))[0]) == pytest.approx(0.25)
+
+
+def test_study_end_to_end_on_the_tiny_model(tiny):
+    clf, hidden, _ = toy_classifier(tiny, n=96)
+    y = clf.predict_from_hidden(hidden).numpy()
+    emb = F.normalize(torch.randn(96, 8, generator=torch.Generator().manual_seed(0)), dim=1).numpy()
+    settings = Settings(n_concepts=4, sae_steps=4, sae_batch=32, net_epochs=1)
+    study = cse.run_study("toy", clf, hidden, y, emb, cse.kfold_splits(y, 2), [0], settings, progress=False)
+    assert len(cse.evaluated_rows(study)) == 96  # cross-fitting evaluates every sentence once
+    table = cse.summary_table(study)
+    assert list(table.index) == ["ClassifSAE", *cse.BASELINES] and table["racc"].between(0, 1).all()
+    ceiling = cse.ceiling_table(study, n_boot=100)
+    assert set(ceiling.decode) >= {"b_dec only", "full SAE", "class mean (oracle)", "z_class (ClassifSAE)"}
+    verdicts = cse.claims({"toy": study}, topic_tasks=[], n_boot=100)
+    assert len(verdicts) == 6 and {v.outcome for v in verdicts} <= set(stats.OUTCOMES)
+    assert [v.outcome for v in verdicts[4:]] == ["not testable"] * 2  # ConceptSim claims: topic tasks only
+    frame = cse.claims_frame(verdicts, smoke=True)
+    assert (frame["verdict"] == "smoke run: not a finding").all() and "rule outcome" in frame
+    rows = claims_rows(frame, paper=cse.PAPER, claim="claim", ours="ours", verdict="verdict", paper_number="paper",
+                       margin="margin", why="reason")
+    assert len(rows) == 6 and all(r["paper's number"] for r in rows)
+    deps = cse.departures(settings)
+    assert {"what", "paper", "here", "status"} == set(deps.columns) and len(deps) >= 10
+    with pytest.raises(ValueError, match="at least 2 folds"):
+        cse.kfold_splits(y, 1)
+
+
+def fake_study(n=80, oracle=1.0, head=1.0, ours_flip=1.0, seed=0):
+    """A Study built by hand: ClassifSAE's decode keeps every decision and its concepts flip with rate `ours_flip`
+    against a control that never flips; baselines never flip; the class-mean oracle keeps a share `oracle`."""
+    g = np.random.default_rng(seed)
+    study = cse.Study("toy", n)
+    for method in ["ClassifSAE", *cse.BASELINES]:
+        fires = (g.random((n, 4)) < 0.5).astype(float)
+        flips = np.where(fires == 1, float(method == "ClassifSAE") * (g.random((n, 4)) < ours_flip), np.nan)
+        control = np.where(fires == 1, 0.0, np.nan)
+        study.records[method] = {
+            "consistent": [np.ones(n)], "fires": [fires], "flips": [flips], "control": [control],
+            "flips_consistent": [flips], "control_consistent": [control], "rate": [np.full(n, 0.1)],
+            "cs_num": [g.random(n)], "cs_den": [np.ones(n)], "sentence_sim": [g.random((n, 4))]}
+    study.ceiling = {"class mean (oracle)": [(np.arange(n) < oracle * n).astype(float)]}
+    study.head_agreement = [(np.arange(n) < head * n).astype(float)]
+    return study
+
+
+def test_claims_on_constructed_studies():
+    held = cse.task_claims(fake_study(), topic_task=True, n_boot=200)
+    assert [v.outcome for v in held[:4]] == ["held", "held", "held", "held"]  # RAcc, rate, vs control, vs baselines
+    low_ceiling = cse.task_claims(fake_study(oracle=0.5), topic_task=True, n_boot=200)
+    assert low_ceiling[0].outcome == "not testable" and "class-mean oracle keeps only 0.500" in low_ceiling[0].reason
+    undertrained = cse.task_claims(fake_study(head=0.5), topic_task=True, n_boot=200)
+    assert {v.outcome for v in undertrained} == {"not testable"}
+    sentiment = cse.task_claims(fake_study(), topic_task=False, n_boot=200)
+    assert [v.outcome for v in sentiment[4:]] == ["not testable"] * 2 and "AG News" in sentiment[4].reason
+    no_effect = cse.task_claims(fake_study(ours_flip=0.0), topic_task=True, n_boot=200)
+    assert no_effect[2].outcome == "inconclusive"  # zero flips against a zero control: the interval is [0, 0]
+
+
+
+@pytest.mark.parametrize("seed_per_split, expected", [(False, [(0, 0), (0, 1), (1, 0), (1, 1)]),
+                                                      (True, [(0, 0), (1, 1)])])
+def test_study_jobs_pair_folds_and_seeds_as_asked(seed_per_split, expected):
+    """Cross-fitting with seed_per_split trains once per fold (fold i with seeds[i]), not once per fold and seed."""
+    splits = [(np.array([1]), np.array([0])), (np.array([0]), np.array([1]))]
+    jobs = cse.study_jobs(splits, [0, 1], seed_per_split)
+    assert [(int(test[0]), seed) for _, test, seed in jobs] == expected

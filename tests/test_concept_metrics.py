@@ -117,17 +117,62 @@ def test_concept_sim_weights_by_pairs():
     assert concept_metrics.concept_sim(a, e)["concept_sim"] == pytest.approx(np.mean(pairs))
 
 
-def test_sentence_sim_by_hand():
+def test_sentence_sim_is_averaged_per_sentence_as_the_anchor_does():
     # top-2 concepts per sentence: {0,1}, {0,1}, {1,2}, {2}(only one fires)
     a = np.array([[3.0, 2.0, 0.5], [2.0, 3.0, 0.0], [0.0, 1.0, 2.0], [0.0, 0.0, 1.0]])
     e = np.array([[1.0, 0.0], [0.6, 0.8], [0.0, 1.0], [-1.0, 0.0]])
-    out = concept_metrics.sentence_sim(a, e, ks=(0, 1, 2), top=2)
+    per = concept_metrics.sentence_sim_per_sentence(a, e, ks=(0, 1, 2), top=2)
     # shared counts: (0,1)=2, (0,2)=1, (0,3)=0, (1,2)=1, (1,3)=0, (2,3)=1
     cos = e @ e.T
-    assert out[2] == {"mean_cosine": pytest.approx(cos[0, 1]), "n_pairs": 1}
-    assert out[1]["mean_cosine"] == pytest.approx(np.mean([cos[0, 2], cos[1, 2], cos[2, 3]]))
-    assert out[0]["n_pairs"] == 2
+    np.testing.assert_allclose(per[:, 2], [cos[0, 1], cos[0, 1], np.nan, np.nan])
+    np.testing.assert_allclose(per[:, 1], [cos[0, 2], cos[1, 2], np.mean([cos[2, 0], cos[2, 1], cos[2, 3]]),
+                                           cos[3, 2]])
+    out = concept_metrics.sentence_sim(a, e, ks=(0, 1, 2), top=2)
+    # the mean over sentences, not over pairs: sentence 2 counts once although it has three partners
+    assert out[1] == {"mean_cosine": pytest.approx(np.mean(per[:, 1])), "n_sentences": 4}
+    assert out[2]["n_sentences"] == 2
+    # on random data, against a loop written the anchor's way (torch.topk on the signed activations)
+    g = np.random.default_rng(0)
+    a = g.normal(size=(30, 8)) * (g.random((30, 8)) < 0.6)
+    e = g.normal(size=(30, 5))
+    member = torch.zeros(30, 8).scatter(1, torch.as_tensor(a).topk(5, dim=1).indices, 1.0).bool().numpy() & (a != 0)
+    shared, unit = member.astype(float) @ member.T.astype(float), e / np.linalg.norm(e, axis=1, keepdims=True)
+    for k in (1, 2):
+        means = [np.mean([unit[i] @ unit[j] for j in range(30) if j != i and shared[i, j] == k])
+                 for i in range(30) if any(j != i and shared[i, j] == k for j in range(30))]
+        assert concept_metrics.sentence_sim(a, e, ks=(k,))[k]["mean_cosine"] == pytest.approx(np.mean(means))
+        pairs = [unit[i] @ unit[j] for i in range(30) for j in range(i + 1, 30) if shared[i, j] == k]
+        assert np.mean(means) != pytest.approx(np.mean(pairs))  # the pair average would differ
     assert math.isnan(concept_metrics.sentence_sim(a, e, ks=(3,), top=2)[3]["mean_cosine"])
+
+
+def test_top_concepts_rank_signed_activations():
+    a = np.array([[-5.0, 1.0, 0.5, 0.0]])
+    assert concept_metrics.top_concepts(a, top=2).tolist() == [[False, True, True, False]]
+    assert concept_metrics.top_concepts(a, top=2, signed=False).tolist() == [[True, True, False, False]]
+    # the zero never counts, even among the top
+    assert concept_metrics.top_concepts(np.array([[1.0, 0.0, 0.0]]), top=2).tolist() == [[True, False, False]]
+
+
+def test_concept_sim_terms_sum_to_concept_sim():
+    g = np.random.default_rng(1)
+    a = np.abs(g.normal(size=(40, 4))) * (g.random((40, 4)) < 0.5)
+    e = g.normal(size=(40, 6))
+    num, den = concept_metrics.concept_sim_terms(a, e)
+    assert num.sum() / den.sum() == pytest.approx(concept_metrics.concept_sim(a, e)["concept_sim"])
+    assert (den[num == 0] == 0).all()
+
+
+def test_prediction_agreement_and_alive_only_rate():
+    def predict(h):
+        return torch.as_tensor(h).argmax(-1)
+
+    x = torch.tensor([[2.0, 1.0], [0.0, 3.0]])
+    assert concept_metrics.prediction_agreement(predict, x, torch.tensor([[2.0, 1.0], [3.0, 0.0]])).tolist() == [
+        True, False]
+    a = torch.tensor([[1.0, 0.0], [0.0, 0.0], [2.0, 0.0]])  # concept 1 never fires
+    assert concept_metrics.activation_rate(a) == pytest.approx(1 / 3)
+    assert concept_metrics.activation_rate(a, alive_only=True) == pytest.approx(2 / 3)
 
 
 def test_sentence_encoder_all_minilm():
