@@ -421,7 +421,7 @@ def finetune_cost(model, prompts: Sequence[str], *, n_blocks: int = 6, n_train: 
     to `epochs` over `n_train` sentences. The frozen blocks' forward is timed apart and subtracted in proportion,
     since a fine-tune on cached inputs to the first trainable block would skip it. Nothing is updated."""
     hf = model.original_model
-    layers = hf.model.layers
+    layers = list(model.blocks)  # the bridge's blocks share their parameters with the HF layers
     tok = model.tokenizer(list(prompts), return_tensors="pt", padding=True)
     trainable = [p for layer in layers[-n_blocks:] for p in layer.parameters()]
     before = {id(p): p.requires_grad for p in hf.parameters()}

@@ -241,7 +241,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     train.add_argument("--resume", action="store_true")
     train.add_argument("--no-aux-k", action="store_true", help="aux_k_coefficient=0 (exact DDP equality)")
     zoo_cmd = sub.add_parser("zoo", help="train a notebook's zoo SAEs, one SAE per rank")
-    zoo_cmd.add_argument("--model", default="gemma-3-270m")
+    zoo_cmd.add_argument("--model", default=None, help="a saelab.load_model name (default: the embedded model)")
     zoo_cmd.add_argument("--notebook", required=True, help="e.g. 05: the SAEs zoo_catalog.notebook_specs lists")
     zoo_cmd.add_argument("--smoke", action="store_true")
     args = parser.parse_args(argv)

@@ -1,6 +1,6 @@
 """Extract token activations to a sharded store from the command line, on one process or many (torchrun).
 
-    python -m saelab.extract_cli --model gemma-3-270m --hook blocks.6.hook_resid_post --texts corpus.txt --out acts/
+    python -m saelab.extract_cli --hook blocks.6.hook_resid_post --texts corpus.txt --out acts/
     torchrun --nproc_per_node 8 -m saelab.extract_cli --model google/gemma-2-2b --hook blocks.12.hook_resid_post \\
         --texts corpus.jsonl --out /shared/acts --storage-dtype bfloat16
 
@@ -40,7 +40,8 @@ def read_texts(path: str | Path) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m saelab.extract_cli", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default=None, help="a saelab.load_model name (default: gemma-3-270m)")
+    parser.add_argument("--model", default=None,
+                        help="a saelab.load_model name (default: the embedded model, or SAELAB_MODEL)")
     parser.add_argument("--hook", required=True, action="append", help="a hook name; repeat for several hooks")
     texts = parser.add_mutually_exclusive_group(required=True)
     texts.add_argument("--texts", help="a .txt (one text per line) or .jsonl file")

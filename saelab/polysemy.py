@@ -130,6 +130,25 @@ class ProbeSet:
     def __repr__(self) -> str:
         return f"ProbeSet({len(self)} pairs kept of {self.n_input}, skipped {self.skip_counts()})"
 
+    def take(self, mask: Sequence[bool] | np.ndarray) -> ProbeSet:
+        """The kept pairs where `mask` (one bool per kept pair) is True, with their prompts and positions; the
+        skips and n_input stay those of the whole set."""
+        mask = _pair_mask(mask, len(self))
+        rows = np.repeat(mask, 2)
+        return ProbeSet([p for p, m in zip(self.pairs, mask) if m], [i for i, m in zip(self.pair_index, mask) if m],
+                        [t for t, m in zip(self.prompts, rows) if m], [t for t, m in zip(self.positions, rows) if m],
+                        [t for t, m in zip(self.target_tokens, mask) if m], self.context_split[mask],
+                        list(self.skipped), self.n_input, self.template, self.multi_token)
+
+
+def _pair_mask(mask: Sequence[bool] | np.ndarray, n: int) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype != bool or mask.shape != (n,):
+        raise ValueError(f"mask must be one bool per pair ({n}), got dtype {mask.dtype} and shape {mask.shape}.")
+    if not mask.any():
+        raise ValueError("The mask keeps no pair: there would be nothing to score.")
+    return mask
+
 
 def render_prompt(template: str, context: str, word: str) -> tuple[str, int, int]:
     """The prompt for one context: (text, where the context starts, where the template's copy of the word starts).
@@ -290,6 +309,12 @@ class ProbeActivations:
     def rows(self, hook: str) -> torch.Tensor:
         x = self.acts[hook]
         return x.reshape(-1, x.shape[-1])
+
+    def take(self, mask: Sequence[bool] | np.ndarray) -> ProbeActivations:
+        """The activations of the pairs where `mask` is True (e.g. a filtered pair set), without a new forward pass."""
+        mask = _pair_mask(mask, len(self.probe))
+        index = torch.as_tensor(np.flatnonzero(mask))
+        return ProbeActivations(self.probe.take(mask), {h: x[index] for h, x in self.acts.items()}, dict(self.meta))
 
 
 def extract_probe(model, probe: ProbeSet, hooks: str | Sequence[str], *, cache: bool = True, batch_size: int = 32,

@@ -1,16 +1,17 @@
-"""notebook 05: scoring SAEs and baselines by PS-Eval, bootstrap intervals, the claims' verdicts, one pair explained.
+"""notebook 05: scoring SAEs and baselines by PS-Eval, bootstrap intervals, one pair explained.
 
-`evaluate_sae` / `evaluate_raw` / `random_sae_like` score codes read from a `saelab.polysemy.ProbeActivations` by
-the top-1 rule (and its Jaccard@k and ROC variants); `metric_estimate` / `metric_difference` (and their tuple and
-dict forms `bootstrap_ci` / `paired_difference`) put `saelab.stats` bootstrap intervals on the metrics; `score_sae`,
-`baseline_row`, `plot_sweep` and the verdict helpers are the notebook's table and figure plumbing; `explain_pair`
-shows the top latents of one word in two contexts (the explorer widget's engine).
+`evaluate_sae` / `evaluate_raw` (units standardised on the training pairs) / `random_sae_like` score codes read
+from a `saelab.polysemy.ProbeActivations` by the top-1 rule (and its Jaccard@k and ROC variants);
+`metric_estimate` / `metric_difference` (and their tuple and dict forms `bootstrap_ci` / `paired_difference`) put
+`saelab.stats` bootstrap intervals on the metrics; `explain_pair` shows the top latents of one word in two contexts
+(the explorer widget's engine). The notebook's tables, figure and verdicts live in `saelab.polysemy_claims`, the
+raw-hidden-state ceiling probe in `saelab.polysemy_ceiling`.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,6 +105,17 @@ class PSEvalResult:
         out.update({key: value for key, value in self.core.items()})
         return out
 
+    def take(self, mask: np.ndarray, name: str | None = None) -> PSEvalResult:
+        """The same scores restricted to the pairs where `mask` is True (e.g. the WiC-like subset), metrics
+        recomputed; diagnostics and core metrics are those of the whole set."""
+        mask = np.asarray(mask)
+        if mask.dtype != bool or mask.shape != self.labels.shape:
+            raise ValueError(f"mask must be one bool per pair ({len(self)}), got {mask.dtype} {mask.shape}.")
+        cm = confusion(self.labels[mask], self.same[mask])
+        arrays = {f: getattr(self, f)[mask] for f in ("labels", "pos", "top1", "top1_act", "same", "jaccard", "cosine")}
+        return dataclasses.replace(self, **arrays, name=name or self.name, confusion=cm,
+                                   metrics=metrics_from_confusion(cm), n_no_active=int((arrays["top1"] < 0).sum()))
+
     def __repr__(self) -> str:
         shown = ", ".join(f"{k}={v:.3f}" for k, v in self.metrics.items())
         return f"PSEvalResult({self.name!r}, read={self.read!r}, {len(self)} pairs: {shown})"
@@ -193,11 +205,33 @@ def evaluate_sae(sae, probe_acts: ProbeActivations, read: str = "template", *, n
     return result
 
 
+def unit_scaler(probe_acts: ProbeActivations, hook: str, fit: np.ndarray, read: str = "template"
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and standard deviation of each unit of `hook`, over both contexts of the pairs where `fit` is True
+    (the training pairs: the scaler never sees a test pair). A constant unit gets std 1."""
+    fit = np.asarray(fit)
+    if fit.dtype != bool or fit.shape != (len(probe_acts.probe),) or fit.sum() < 2:
+        raise ValueError(f"fit must be one bool per pair ({len(probe_acts.probe)}) marking at least two pairs to "
+                         f"fit the scaler on, got dtype {fit.dtype}, shape {fit.shape}.")
+    x = probe_acts.pair_acts(hook, read)[torch.as_tensor(fit)].reshape(-1, probe_acts.acts[hook].shape[-1]).double()
+    std = x.std(0)
+    return x.mean(0).float(), torch.where(std > 0, std, torch.ones_like(std)).float()
+
+
 def evaluate_raw(probe_acts: ProbeActivations, hook: str, read: str = "template", *, k: int = 5,
-                 name: str = "raw units") -> PSEvalResult:
-    """The raw-units baseline: the argmax over the hook's own dimensions, scored by the same rule."""
+                 name: str = "raw units", fit: np.ndarray | None = None) -> PSEvalResult:
+    """The raw-units baseline: the argmax over the hook's own dimensions, scored by the same rule.
+
+    `fit` (one bool per pair, the training pairs) standardises each unit first, with the mean and standard
+    deviation of those pairs (`unit_scaler`). Without it a residual stream's few massive dimensions win the argmax
+    in nearly every context (specificity near 0, recall near 1): the baseline is then degenerate, not weak.
+    """
     probe = probe_acts.probe
-    return evaluate_codes(probe_acts.pair_acts(hook, read).float(), probe.labels, name=name, read=read,
+    x = probe_acts.pair_acts(hook, read).float()
+    if fit is not None:
+        mean, std = unit_scaler(probe_acts, hook, fit, read)
+        x = (x - mean) / std
+    return evaluate_codes(x, probe.labels, name=name, read=read,
                           pos=probe.pos, k=k, require_active=False, skipped=probe.skip_counts(),
                           n_input=probe.n_input, hook=hook)
 
@@ -374,118 +408,21 @@ def _explain_skip(reason: str, word: str, pair: WiCPair, tokenizer, template: st
     return f"Cannot evaluate this pair: {reason}."
 
 
-# ----------------------------------------------------------------------------------------------------------------
-# The notebook's tables, figure and verdicts
-# ----------------------------------------------------------------------------------------------------------------
-
-
-def score_sae(sae, probe_acts: ProbeActivations, name: str, *, hook: str | None = None, k: int = 5,
-              seed: int = 0) -> dict[str, PSEvalResult]:
-    """One SAE scored three ways: "template" read (with MSE / L0), "context" read, and a random SAE of its shape."""
-    return {"template": evaluate_sae(sae, probe_acts, "template", name=name, k=k),
-            "context": evaluate_sae(sae, probe_acts, "context", name=name, k=k, core=False),
-            "random": evaluate_sae(random_sae_like(sae, seed=seed), probe_acts, "template", name="random " + name,
-                                   hook=hook or sae.cfg.hook_name, k=k, core=False)}
-
-
-def baseline_row(scored: Mapping[str, PSEvalResult], raw: PSEvalResult, n_boot: int = 2000) -> dict[str, float]:
-    """One results-table line: the SAE's metrics (specificity with its bootstrap interval), its random SAE's and the
-    raw units' specificity, recall and AUROC."""
-    r, rnd = scored["template"], scored["random"]
-    low, high = bootstrap_ci(r, "specificity", n_boot=n_boot)
-    return {"specificity": r.metrics["specificity"], "spec_low": low, "spec_high": high,
-            "recall": r.metrics["recall"], "accuracy": r.metrics["accuracy"], "f1": r.metrics["f1"],
-            "auroc": r.roc("cosine").auroc, "l0": r.core["l0"], "explained_variance": r.core["explained_variance"],
-            "random_specificity": rnd.metrics["specificity"], "random_recall": rnd.metrics["recall"],
-            "random_auroc": rnd.roc("cosine").auroc, "raw_specificity": raw.metrics["specificity"],
-            "raw_recall": raw.metrics["recall"], "raw_auroc": raw.roc("cosine").auroc}
-
-
-def plot_sweep(ax, frame, title: str, xlabel: str, log: bool = False, d_model: int | None = None) -> None:
-    """Specificity (with its interval) and recall of the SAE, its random SAE and the raw units along one sweep.
-
-    `frame` holds `baseline_row` columns, one row per sweep value (its index); `log` puts the index on a log axis,
-    labelled with the expansion factor over `d_model`.
-    """
-    x = list(range(len(frame))) if not log else frame.index.tolist()
-    err = np.array([frame.specificity - frame.spec_low, frame.spec_high - frame.specificity])
-    ax.errorbar(x, frame.specificity, yerr=err, fmt="o-", color="tab:blue", capsize=3, label="SAE specificity")
-    ax.plot(x, frame.recall, "o--", color="tab:blue", alpha=0.6, label="SAE recall")
-    ax.plot(x, frame.random_specificity, "s-", color="tab:gray", label="random SAE specificity")
-    ax.plot(x, frame.random_recall, "s--", color="tab:gray", alpha=0.6, label="random SAE recall")
-    ax.plot(x, frame.raw_specificity, "^-", color="tab:red", label="raw units specificity")
-    ax.plot(x, frame.raw_recall, "^--", color="tab:red", alpha=0.6, label="raw units recall")
-    if log:
-        ax.set_xscale("log")
-        ax.set_xticks(x, [f"{v}\n({v / d_model:.1f}x)" if d_model else str(v) for v in x])
-        ax.minorticks_off()
-    else:
-        ax.set_xticks(x, [str(v) for v in frame.index])
-    ax.set(title=title, xlabel=xlabel, ylim=(-0.03, 1.03))
-
-
-def format_difference(d: Mapping[str, float]) -> str:
-    """A `paired_difference` as "+0.123 [+0.050, +0.190]"."""
-    return f"{d['difference']:+.3f} [{d['low']:+.3f}, {d['high']:+.3f}]"
-
-
-def verdict(support: bool, against: bool) -> str:
-    """"held" when the evidence supports a claim, "contradicted" when it goes against it, else "inconclusive"."""
-    return "held" if support else ("contradicted" if against else "inconclusive")
-
-
-def direction(d: Mapping[str, float]) -> str:
-    """"higher" / "lower" when a paired difference's interval excludes 0, else "no clear difference"."""
-    return "higher" if d["low"] > 0 else ("lower" if d["high"] < 0 else "no clear difference")
-
-
-def two_way(d1: Mapping[str, float], d2: Mapping[str, float], what1: str, what2: str) -> str:
-    """Verdict of "X beats both A and B" from the two paired differences X - A and X - B."""
-    ways = (direction(d1), direction(d2))
-    if ways == ("higher", "higher"):
-        return "held"
-    if ways == ("lower", "lower"):
-        return "contradicted"
-    if ways == ("no clear difference", "no clear difference"):
-        return "inconclusive"
-    return f"partly: {ways[0]} than {what1}, {ways[1]} than {what2}"
-
-
-def recall_auroc(rows: Sequence[Mapping[str, Any]]) -> str:
-    """"recall a / b; AUROC c / d" of results-table rows (the other side of a specificity claim)."""
-    return ("recall " + " / ".join(f"{float(r['recall']):.3f}" for r in rows)
-            + "; AUROC " + " / ".join(f"{float(r['auroc']):.3f}" for r in rows))
-
-
-def baselines_text(rows: Sequence[Mapping[str, Any]]) -> str:
-    """The random SAE's and the raw units' specificity for results-table rows (with hook, d_sae columns)."""
-    return "; ".join(f"{r['hook'].split('.')[-1]} L{r['hook'].split('.')[1]} {r['d_sae']}: random "
-                     f"{float(r['random_specificity']):.3f}, raw {float(r['raw_specificity']):.3f}" for r in rows)
-
-
 __all__ = [
     "PSEvalResult",
     "PairExplanation",
-    "baseline_row",
-    "baselines_text",
     "bootstrap_ci",
     "check_k",
-    "direction",
     "encode",
     "evaluate_codes",
     "evaluate_raw",
     "evaluate_sae",
     "explain_pair",
-    "format_difference",
     "metric_difference",
     "metric_estimate",
     "paired_difference",
-    "plot_sweep",
     "ps_eval",
     "random_sae_like",
-    "recall_auroc",
-    "score_sae",
-    "two_way",
-    "verdict",
+    "unit_scaler",
     "winner_cosines",
 ]

@@ -19,11 +19,13 @@ padding depends on its batch-mates, so faithful features change with batch size 
 mode is the default.
 
 Classifiers are scikit-learn's: a class-weighted logistic regression whose C is chosen by stratified k-fold
-cross-validation on macro-F1 (`LogisticRegressionCV`), and a class-weighted decision tree. Baselines: hidden-state
+cross-validation on macro-F1 (`LogisticRegressionCV`), and a class-weighted decision tree whose depth and leaf size
+are chosen the same way (`GridSearchCV`); each fit records its cross-validated macro-F1 on the training texts
+(`cv_f1`), by which `saelab.probing_eval.best_per_source` picks variants. Baselines: hidden-state
 probes (mean- or last-token-pooled activations, `Activations.pool`) and TF-IDF 1-2 grams (`tfidf_features`).
-`zero_shot` scores label words at a prompt's next token, for the behaviour-prediction experiment. Macro-F1 and
-`ProbeResult` live in `saelab.probing_scores`; threshold sweeps and the notebook's sweep and plot helpers in
-`saelab.probing_sweeps`.
+`zero_shot` (in `saelab.probing_zeroshot`, re-exported here) scores label words at a prompt's next token, for the
+behaviour-prediction experiment. Macro-F1 and `ProbeResult` live in `saelab.probing_scores`; threshold sweeps and
+the notebook's sweep and plot helpers in `saelab.probing_eval`; the claims' verdicts in `saelab.probing_claims`.
 """
 
 from __future__ import annotations
@@ -34,7 +36,6 @@ import numbers
 import time
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -42,15 +43,17 @@ import scipy.sparse as sp
 import torch
 from tqdm.auto import tqdm
 
-from saelab.activations import Activations, extract, pool_segments
+from saelab.activations import Activations, pool_segments
 from saelab.checks import check_texts
-from saelab.latents import final_norm_and_unembed
 from saelab.probing_padded import REAL, PaddedTokens
 from saelab.probing_scores import ProbeResult, macro_f1
+from saelab.probing_zeroshot import ZeroShot, label_logits, label_token_ids, zero_shot  # re-exported
 
 POOLINGS = ("topn", "mean", "max", "sum", "last")
 CLASSIFIERS = ("logreg", "tree")
 DEFAULT_CS = (0.01, 0.1, 1.0)  # the C grid searched by cross-validation (inverse L2 strength)
+TREE_DEPTHS = (3, 5, 7, 9, None)  # the tree depths searched by cross-validation (the anchor's grid, plus unpruned)
+TREE_MIN_LEAF = (1, 4)  # and the least samples per leaf
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -257,14 +260,20 @@ def _logreg(Cs: Sequence[float], cv: int, seed: int, max_iter: int, sparse: bool
 
 
 def fit_probe(X_train, y_train, X_test, y_test, classifier: str = "logreg", *, Cs: Sequence[float] = DEFAULT_CS,
-              cv: int = 5, max_depth: int | None = None, seed: int = 0, n_boot: int = 1000,
+              cv: int = 5, max_depth: int | None | str = "cv", depths: Sequence[int | None] = TREE_DEPTHS,
+              leaves: Sequence[int] = TREE_MIN_LEAF, seed: int = 0, n_boot: int = 1000,
               max_iter: int = 1000) -> ProbeResult:
     """Fit a classifier on the training features and score macro-F1 (with a bootstrap interval) on the test set.
 
     classifier: ``"logreg"``: class-weighted logistic regression (L2) after scaling, C chosen among `Cs`
         by stratified `cv`-fold cross-validation on macro-F1 (the anchor's class-weighted linear probe; with a
-        single C there is nothing to choose and it is fitted once). ``"tree"``: a class-weighted decision tree
-        (`max_depth` None = grown until pure, scikit-learn's default).
+        single C there is nothing to choose and it is fitted once). ``"tree"``: a class-weighted decision tree,
+        pruned by cross-validation: `max_depth="cv"` (default) picks its depth among `depths` and its
+        `min_samples_leaf` among `leaves` by stratified `cv`-fold macro-F1 on the training texts (the anchor's
+        grid search); an int or None fixes the depth (None = grown until pure, scikit-learn's default).
+
+    `params["cv_f1"]` is the mean cross-validated macro-F1 of the chosen setting on the *training* texts (NaN when
+    nothing was chosen): the score to pick variants by, without looking at the test texts.
     """
     if classifier not in CLASSIFIERS:
         raise ValueError(f"Unknown classifier {classifier!r}; choose one of {CLASSIFIERS}.")
@@ -287,17 +296,50 @@ def fit_probe(X_train, y_train, X_test, y_test, classifier: str = "logreg", *, C
             model.fit(X_train, y_train)
         fitted = model[-1]
         params["C"] = float(np.ravel(fitted.C_)[0]) if hasattr(fitted, "C_") else float(fitted.C)
+        params["cv_f1"] = _cv_score(fitted)
     else:
-        from sklearn.tree import DecisionTreeClassifier
-
-        model = DecisionTreeClassifier(class_weight="balanced", max_depth=max_depth, random_state=seed)
-        model.fit(X_train, y_train)
-        params["depth"] = int(model.get_depth())
-        params["leaves"] = int(model.get_n_leaves())
+        model, params = _tree(X_train, y_train, max_depth, depths, leaves, cv, seed)
     y_pred = model.predict(X_test)
     return ProbeResult(classifier, macro_f1(y_test, y_pred, n_boot=n_boot, seed=seed),
                        float(np.mean(y_pred == y_test)), y_pred, model, int(X_train.shape[1]), len(y_train),
                        len(y_test), params, time.perf_counter() - started)
+
+
+def _cv_score(fitted) -> float:
+    """The mean cross-validated score of the C that LogisticRegressionCV chose (NaN for a plain fit)."""
+    scores = getattr(fitted, "scores_", None)
+    if scores is None:
+        return math.nan
+    scores = np.asarray(next(iter(scores.values())) if isinstance(scores, dict) else scores, dtype=float)
+    return float(scores.reshape(scores.shape[0], -1).mean(0).max())  # [folds, (l1_ratios,) Cs]
+
+
+def _tree(X, y, max_depth, depths: Sequence[int | None], leaves: Sequence[int], cv: int, seed: int):
+    """A class-weighted decision tree, its depth and leaf size chosen by cross-validation unless max_depth is set."""
+    from sklearn.metrics import f1_score, make_scorer
+    from sklearn.model_selection import GridSearchCV, StratifiedKFold
+    from sklearn.tree import DecisionTreeClassifier
+
+    tree = DecisionTreeClassifier(class_weight="balanced", random_state=seed)
+    if max_depth != "cv":
+        if max_depth is not None and (isinstance(max_depth, bool) or not isinstance(max_depth, numbers.Integral)
+                                      or max_depth < 1):
+            raise ValueError(f"max_depth must be 'cv', None or a positive integer, got {max_depth!r}.")
+        model = tree.set_params(max_depth=max_depth).fit(X, y)
+        chosen = {"max_depth": max_depth, "min_samples_leaf": 1, "cv_f1": math.nan}
+    else:
+        if not list(depths) or not list(leaves):
+            raise ValueError("depths and leaves must each hold at least one value to choose from.")
+        n_min = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
+        search = GridSearchCV(tree, {"max_depth": list(depths), "min_samples_leaf": list(leaves)},
+                              scoring=make_scorer(f1_score, average="macro"),
+                              cv=StratifiedKFold(max(2, min(cv, n_min)), shuffle=True, random_state=seed))
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, message=".*least populated class.*")
+            search.fit(X, y)
+        model = search.best_estimator_
+        chosen = {**search.best_params_, "cv_f1": float(search.best_score_)}
+    return model, {"depth": int(model.get_depth()), "leaves": int(model.get_n_leaves()), **chosen}
 
 
 def _binarize_unchecked(X, threshold: float):
@@ -369,107 +411,6 @@ def take_texts(tokens: Activations, indices: Sequence[int], hooks: Sequence[str]
         if len(indices) else torch.zeros(0, dtype=torch.long)
     return Activations(hooks, "none", {h: tokens.acts[h][rows] for h in hooks}, tokens.lengths[indices].clone(),
                        tokens.token_ids[rows], dict(tokens.meta), None)
-
-
-# ------------------------------------------------------------------------------------------------------------------
-# Zero-shot labels, for the behaviour-prediction experiment
-# ------------------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ZeroShot:
-    """A model's zero-shot labels: the label word it scores highest as the prompt's next token.
-
-    `predictions` are calibrated when `calibration` is set (see `zero_shot`), `raw_predictions` never are.
-    """
-
-    label_words: list[str]
-    label_token_ids: list[int]
-    template: str
-    logits: torch.Tensor  # [n_texts, n_labels] next-token logits of the label words
-    raw_predictions: np.ndarray
-    predictions: np.ndarray
-    tokens: Activations  # token-level activations of the prompts at the requested feature hooks
-    calibration: torch.Tensor | None = None  # [n_labels] log of the content-free label probabilities
-
-    def correct(self, labels, raw: bool = False) -> np.ndarray:
-        labels = np.asarray(labels)
-        if len(labels) != len(self.predictions):
-            raise ValueError(f"{len(labels)} labels for {len(self.predictions)} zero-shot predictions.")
-        return (self.raw_predictions if raw else self.predictions) == labels
-
-    def accuracy(self, labels, raw: bool = False) -> float:
-        return float(self.correct(labels, raw).mean())
-
-
-def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") -> list[int]:
-    """The first token of each label word as it would follow the prompt (`prefix` + word); they must differ."""
-    encoded = [tokenizer.encode(prefix + w, add_special_tokens=False) for w in label_words]
-    empty = [w for w, e in zip(label_words, encoded) if not e]
-    if empty:
-        raise ValueError(f"The label word {empty[0]!r} (with prefix {prefix!r}) is no token at all: give non-empty "
-                         "label words.")
-    ids = [e[0] for e in encoded]
-    if len(set(ids)) != len(ids):
-        raise ValueError(f"The label words {list(label_words)} share a first token ({ids}); choose words whose "
-                         "first tokens differ, or score whole words.")
-    return ids
-
-
-def zero_shot(model, texts: Sequence[str], label_words: Sequence[str], *,
-              template: str = "Tweet: {text}\nSentiment (negative, neutral or positive):",
-              prefix: str = " ", feature_hooks: Sequence[str] = (), calibrate: bool = False,
-              content_free: Sequence[str] = ("N/A", "", "[MASK]"), batch_size: int = 32, cache: bool = True,
-              progress: bool = True) -> ZeroShot:
-    """Zero-shot classification by label-word scoring: the label whose word's first token gets the highest
-    next-token logit after the prompt.
-
-    One forward pass per prompt, cached: `saelab.extract` reads the final residual stream (it stops before the
-    unembedding) together with `feature_hooks`; the final norm and unembedding then run on the last position
-    only, for the label words' columns (`prefix` + word: a space, as words follow a colon). The prompt's token
-    activations at `feature_hooks` come back as `ZeroShot.tokens`, so the same pass gives the features for
-    predicting the model's behaviour.
-
-    calibrate: contextual calibration (Zhao et al. 2021): small models favour one label word whatever the text;
-        the label probabilities (renormalised over the label words) of `content_free` texts, averaged, estimate
-        that prior, and each prediction divides it out. `raw_predictions` keep the uncalibrated labels.
-    """
-    texts = check_texts(texts)
-    if "{text}" not in template:
-        raise ValueError("template must contain '{text}' where the text goes.")
-    if len(label_words) < 2:
-        raise ValueError("zero_shot needs at least two label words.")
-    ids = label_token_ids(model.tokenizer, label_words, prefix)
-    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
-    hooks = list(dict.fromkeys([*feature_hooks, final]))
-    prompts = [template.format(text=t) for t in texts]
-    acts = extract(model, prompts, hooks, pooling="none", batch_size=batch_size, cache=cache,
-                   dataset="zero-shot prompts", progress=progress)
-    last_rows = acts.offsets[1:] - 1
-    logits = label_logits(model, acts[final][last_rows], ids)
-    kept = {h: acts[h] for h in hooks if h != final or final in feature_hooks}
-    tokens = Activations(list(kept), "none", kept, acts.lengths, acts.token_ids, acts.meta, acts.folder)
-    raw = logits.argmax(1).numpy()
-    if not calibrate:
-        return ZeroShot(list(label_words), ids, template, logits, raw, raw.copy(), tokens)
-    free = extract(model, [template.format(text=t) for t in content_free], final, pooling="last", progress=False)
-    offset = label_logits(model, free.tensor, ids).softmax(1).mean(0).log()
-    calibrated = (logits.log_softmax(1) - offset).argmax(1).numpy()
-    return ZeroShot(list(label_words), ids, template, logits, raw, calibrated, tokens, offset)
-
-
-@torch.no_grad()
-def label_logits(model, final_resid: torch.Tensor, token_ids: Sequence[int], chunk: int = 64) -> torch.Tensor:
-    """Next-token logits of `token_ids` from final-block residuals [n, d_model], through the model's own final
-    norm and unembedding (what the model's forward computes at those positions)."""
-    norm, unembed = final_norm_and_unembed(model)
-    param = next(model.parameters())
-    ids = torch.as_tensor(list(token_ids), device=param.device)
-    out = []
-    for start in range(0, len(final_resid), chunk):
-        h = final_resid[start:start + chunk].to(param.device, param.dtype)
-        out.append(unembed(norm(h))[:, ids].float().cpu())
-    return torch.cat(out) if out else torch.zeros(0, len(ids))
 
 
 __all__ = [

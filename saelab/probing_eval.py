@@ -95,6 +95,7 @@ class ProbeLog:
                  cv: int = 5):
         self.tasks, self.rows, self.cv = tasks, rows, cv
         self.records: list[dict[str, Any]] = []
+        self.predictions: list[np.ndarray] = []  # test predictions of fit i (the "fit" column of the results)
 
     def split(self, X, task: str):
         """The task's training and test rows of a feature matrix."""
@@ -118,7 +119,8 @@ class ProbeLog:
         (y_train, y_test), out = self.labels(task), {}
         for clf in classifiers:
             out[clf] = fit_probe(X_train, y_train, X_test, y_test, clf, cv=self.cv)
-            self.records.append(out[clf].row(task=task, **tags))
+            self.records.append(out[clf].row(task=task, **tags, fit=len(self.predictions)))
+            self.predictions.append(np.asarray(out[clf].y_pred))
         return out
 
     def results(self, **where: Any):
@@ -146,17 +148,28 @@ def variant_probes(features: Mapping[str, Any], train: Sequence[int], test: Sequ
 
 
 def best_per_source(sources: Mapping[str, Any], tasks: Sequence[str], classifiers: Sequence[str] = ("logreg", "tree"),
-                    columns: Sequence[str] = ("macro_f1", "ci_low", "ci_high", "layer", "variant")):
-    """For each task, feature source ``{name: results rows}`` and classifier, the row with the best test macro-F1
-    (the anchor reports its best variant): a DataFrame with task, features, classifier and `columns`."""
+                    columns: Sequence[str] = ("macro_f1", "ci_low", "ci_high", "cv_f1", "layer", "variant", "fit"),
+                    by: str = "cv_f1"):
+    """For each task, feature source ``{name: results rows}`` and classifier, the variant chosen by `by`: a
+    DataFrame with task, features, classifier and `columns`.
+
+    `by="cv_f1"` (default) chooses by cross-validated macro-F1 on the *training* texts (`fit_probe` records it), so
+    the test texts only score the choice; `by="macro_f1"` picks the best test score, as the anchor reports its best
+    (optimistic, and more so for a source with more variants). Ties keep the first row.
+    """
     import pandas as pd
 
+    if by not in ("cv_f1", "macro_f1"):
+        raise ValueError(f"by must be 'cv_f1' (training-split cross-validation) or 'macro_f1' (test), got {by!r}.")
     out = []
     for task in tasks:
         for name, rows in sources.items():
             for clf in classifiers:
                 group = rows[(rows.task == task) & (rows.classifier == clf)]
-                best = group.loc[group.macro_f1.idxmax()].reindex(list(columns)).to_dict() if len(group) else {}
+                if len(group) and group[by].isna().all():
+                    raise ValueError(f"No {by} recorded for {name!r} ({clf}, {task}): fit with a choice to make "
+                                     "(several Cs, or a tree with max_depth='cv').")
+                best = group.loc[group[by].idxmax()].reindex(list(columns)).to_dict() if len(group) else {}
                 out.append({"task": task, "features": name, "classifier": clf, **best})
     return pd.DataFrame(out)
 

@@ -94,6 +94,27 @@ def macro_f1_difference(y_true, pred_a, pred_b, *, n_boot: int = 2000, level: fl
     return paired_difference(_statistic(n_classes), (t, a), (t, b), level=level, n_resamples=n_boot, seed=seed)
 
 
+def macro_f1_contrast(y_true, plus, minus, *, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> Estimate:
+    """sum of macro-F1 over the predictions in `plus` minus the sum over `minus`, on the same test items, with a
+    paired bootstrap interval (one set of resampled items for every prediction).
+
+    `plus=[a], minus=[b]` is `macro_f1_difference`; `plus=[tree_sae, linear_hidden], minus=[tree_hidden,
+    linear_sae]` is a difference of differences ("trees gain more from SAE features than linear probes do").
+    """
+    _check_level(level)
+    plus, minus = list(plus), list(minus)
+    if not plus or len(plus) != len(minus):
+        raise ValueError(f"plus and minus must hold the same, non-zero number of predictions, got {len(plus)} and "
+                         f"{len(minus)}.")
+    n_classes, t, codes = _codes(y_true, *plus, *minus)
+    f1, k = _statistic(n_classes), len(plus)
+
+    def contrast(t: np.ndarray, *p: np.ndarray, axis: int = -1) -> np.ndarray:
+        return sum(f1(t, q, axis=axis) for q in p[:k]) - sum(f1(t, q, axis=axis) for q in p[k:])
+
+    return bootstrap_interval(contrast, t, *codes, level=level, n_resamples=n_boot, seed=seed)
+
+
 @dataclass
 class ProbeResult:
     """A fitted classifier and its test-set scores."""
@@ -116,7 +137,8 @@ class ProbeResult:
     def row(self, **extra: Any) -> dict[str, Any]:
         """A flat dict for a results table."""
         return {**extra, "classifier": self.classifier, "macro_f1": self.f1.value, "ci_low": self.f1.low,
-                "ci_high": self.f1.high, "accuracy": self.accuracy, "n_features": self.n_features,
-                **{f"param_{k}": v for k, v in self.params.items()}, "seconds": self.seconds}
+                "ci_high": self.f1.high, "cv_f1": float(self.params.get("cv_f1", math.nan)),
+                "accuracy": self.accuracy, "n_features": self.n_features,
+                **{f"param_{k}": v for k, v in self.params.items() if k != "cv_f1"}, "seconds": self.seconds}
 
-__all__ = ["F1Score", "ProbeResult", "macro_f1", "macro_f1_difference"]
+__all__ = ["F1Score", "ProbeResult", "macro_f1", "macro_f1_contrast", "macro_f1_difference"]
