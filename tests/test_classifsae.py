@@ -481,3 +481,12 @@ def test_study_jobs_pair_folds_and_seeds_as_asked(seed_per_split, expected):
     splits = [(np.array([1]), np.array([0])), (np.array([0]), np.array([1]))]
     jobs = cse.study_jobs(splits, [0, 1], seed_per_split)
     assert [(int(test[0]), seed) for _, test, seed in jobs] == expected
+
+
+def test_finetune_cost_times_the_last_blocks_through_the_bridge_and_changes_nothing(tiny):
+    before = {name: (p.requires_grad, p.detach().clone()) for name, p in tiny.original_model.named_parameters()}
+    cost = cse.finetune_cost(tiny, ["a short prompt", "another one here"], n_blocks=1, n_train=10, epochs=2)
+    assert cost["seconds_per_sentence"] > 0 and cost["minutes"] == pytest.approx(
+        cost["seconds_per_sentence"] * 10 * 2 / 60)
+    for name, p in tiny.original_model.named_parameters():
+        assert p.requires_grad == before[name][0] and p.grad is None and torch.equal(p, before[name][1])
