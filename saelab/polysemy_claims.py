@@ -2,7 +2,7 @@
 
 Every claim is a paired bootstrap over pairs (the same resampled pairs for every SAE compared) on specificity:
 
-    P1   deeper layers raise specificity                    deepest - shallowest > 0
+    P1   deeper layers raise specificity                    deepest - shallowest readable > 0
     P2a  attention output raises specificity over the residual stream, P2b over the MLP output     > 0
     P3a  TopK, P3b JumpReLU give no gain over ReLU          within +-MARGIN_SPEC (declared before the run)
     P4a  width helps                                        widest - narrowest > 0
@@ -144,8 +144,12 @@ def claims(results: Mapping[Any, PSEvalResult], sweeps: Mapping[str, Mapping[Any
     layers, comp, act = list(sweeps["layer"].values()), sweeps["component"], sweeps["activation"]
     widths = [sweeps["width"][w] for w in sorted(sweeps["width"])]
     tag, same = f" [{pair_set}]", {"direction": "equivalent", "margin": margin}
+    # the shallowest layer whose ceiling clears (a layer the probe cannot read tells nothing about depth); rule fixed
+    # before the run, and if none clears below the deepest, the first layer stays and the claim is not testable
+    testable = [spec for spec in layers[:-1] if spec.hook in found and found[spec.hook].clears]
+    shallowest = testable[0] if testable else layers[0]
     tests = [
-        ("P1 deeper layers raise specificity (deepest - shallowest)", layers[-1], layers[0], {}),
+        ("P1 deeper layers raise specificity (deepest - shallowest readable)", layers[-1], shallowest, {}),
         ("P2a attention output raises specificity over the residual stream", comp["attention out"],
          comp["residual"], {}),
         ("P2b attention output raises specificity over the MLP output", comp["attention out"], comp["MLP out"], {}),

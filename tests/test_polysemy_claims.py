@@ -178,3 +178,23 @@ def test_choose_pairs_samples_both_sets_balanced():
     assert everything == task.test
     hub = [WiCPair("w", "noun", "a w b", "c w d", 1)] * 2
     assert choose_pairs(hub)[1] == set(hub)  # no synsets: SuperGLUE WiC is pruned already
+
+
+def test_depth_claim_starts_from_the_shallowest_layer_whose_ceiling_clears():
+    rng = np.random.default_rng(1)
+    labels = np.tile([1, 0], 300)
+    layers = {1: Spec("shallow", "low"), 2: Spec("middle", "mid"), 3: Spec("deep", "high")}
+    others = {name: Spec(name, "mid") for name in ("relu", "topk", "jumprelu", "attn", "mlp", "wide", "widest")}
+    quality = {"shallow": 0.3, "middle": 0.6, "deep": 0.9}
+    results = {s: decisions(labels, quality.get(s.label, 0.5), rng) for s in [*layers.values(), *others.values()]}
+    sweeps = {"layer": layers, "component": {"residual": others["relu"], "attention out": others["attn"],
+                                             "MLP out": others["mlp"]},
+              "activation": {k: others[k] for k in ("relu", "topk", "jumprelu")},
+              "width": {1: others["relu"], 2: others["wide"], 3: others["widest"]}}
+    found = {h: pc.Ceiling(h, Estimate(0.8, 0.7, 0.9), np.zeros(1), 600, 5) for h in ("mid", "high")}
+    found["low"] = pc.Ceiling("low", Estimate(0.55, 0.5, 0.6), np.zeros(1), 600, 5)  # block 1 fails its ceiling
+    frontier = [others[n] for n in ("relu", "mlp", "wide")]
+    p1 = pcl.claims(results, sweeps, found, dict.fromkeys(frontier, 0.5), pair_set="t", frontier=frontier,
+                    n_boot=200)[0]
+    assert p1.claim.startswith("P1") and p1.outcome == "held"
+    assert [name for name, _, _ in p1.preconditions] == ["ceiling at high", "ceiling at mid"]
