@@ -20,8 +20,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
-
 from saelab import stats, zoo
 from saelab.probing_scores import macro_f1, macro_f1_contrast
 
@@ -90,19 +88,8 @@ def claims(log, summary, binarization: Mapping[str, tuple[int, int]], **options:
 
 def verdict_table(verdicts: Sequence[stats.Verdict], saes, *, smoke: bool,
                   paper_numbers: Mapping[str, str] = PAPER_NUMBERS):
-    """The claims table (`stats.claims_table`) with "ours" (value and interval) and "paper's number" columns, gated
-    on the SAEs' quality (`zoo.gate_claims`); in a smoke run it prints SMOKE_BANNER and marks every verdict."""
-    table = stats.claims_table(verdicts)
-    table.insert(1, "paper's number", [paper_numbers.get(c.split()[0], "") for c in table.claim])
-    table.insert(3, "ours", [f"{v:.3f} {i}" if np.isfinite(v) else "" for v, i in zip(table.value, table.interval)])
-    table = zoo.gate_claims(table, "verdict", saes)
-    if "rule outcome" in table:  # a failed precondition outranks the SAE gate: such a claim stays not testable
-        untestable = table["rule outcome"] == "not testable"
-        table.loc[untestable, "verdict"] = "not testable"
-    if smoke:
-        print(SMOKE_BANNER)
-        table["verdict"] = "smoke run, not a finding: " + table["verdict"].astype(str)
-    return table
+    """`zoo.verdict_table` with MOSAIC's numbers and banner."""
+    return zoo.verdict_table(verdicts, saes, smoke=smoke, paper_numbers=paper_numbers, banner=SMOKE_BANNER)
 
 
 __all__ = ["ANCHOR_LEVEL", "MARGIN_F1", "NOT_TRANSFERABLE", "PAPER_NUMBERS", "SMOKE_BANNER", "best_sae", "chosen",

@@ -38,8 +38,13 @@ from saelab.steering import (
 )
 
 RATINGS = ("concept", "fluency", "relevance")
-EVAL_PROMPTS = ("From my experience,", "Yesterday I went to the", "The best thing about weekends is",
-                "My advice to a new student would be")
+#: AxBench-style instructions, open enough to take any concept; `split_prompts` gives half of them the choice of
+#: alpha and the other half the score. None is the selection criteria's neutral prompt ("From my experience,"), so
+#: no criterion is scored on the text it was computed on.
+EVAL_PROMPTS = ("One thing I have learned is", "Yesterday I went to the", "The best thing about weekends is",
+                "My advice to a new student would be", "Here is a short story about",
+                "The most important thing to know is", "Last night on the news they said",
+                "I would like to tell you about", "In my town, people often", "The first thing I noticed was")
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -309,7 +314,12 @@ def repetition_rate(ids: Sequence[int], n: int = 3) -> float:
 @dataclass
 class SteeringTarget:
     """One latent to steer with: its SAE, its top activation, its top contexts; `label` and `group` are yours
-    (e.g. the SAE's name and the selection method) and come back in the result."""
+    (e.g. the SAE's name and the selection method) and come back in the result.
+
+    `direction` (a control): steer along this vector instead of the latent's decoder row, rescaled to the decoder
+    row's norm, while the judge still rates the latent's concept. A random direction there is a known-answer
+    control: it should carry the latent's concept no better than chance.
+    """
 
     sae: Any
     latent: int
@@ -317,19 +327,50 @@ class SteeringTarget:
     concept_texts: list[str] = field(default_factory=list)
     label: str = ""
     group: str = ""
+    direction: torch.Tensor | None = None
+
+    @property
+    def key(self) -> tuple:
+        """Identifies what is steered: the same SAE object, latent and direction give the same generations."""
+        return id(self.sae), int(self.latent), None if self.direction is None else id(self.direction)
+
+    def vector(self, alpha: float) -> torch.Tensor:
+        """The steering vector at strength `alpha`: alpha x max activation x the decoder row (or `direction`)."""
+        vec = steering_vectors(self.sae, [self.latent], alpha, [self.max_act])[0]
+        if self.direction is None:
+            return vec
+        direction = torch.as_tensor(self.direction, dtype=torch.float32).reshape(-1).cpu()
+        if direction.shape != vec.shape or not torch.isfinite(direction).all() or float(direction.norm()) == 0:
+            raise ValueError(f"A control direction must be a finite, non-zero vector of {vec.shape[0]} numbers, got "
+                             f"shape {tuple(direction.shape)}.")
+        row_norm = float(self.sae.W_dec.detach()[self.latent].float().norm())
+        return float(alpha) * float(self.max_act) * row_norm * direction / direction.norm()
 
 
-def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequence[str], alphas: Sequence[float],
-                      judge: Judge | Callable | None = None, *, max_new_tokens: int = 24, batch_size: int = 32,
-                      seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
-    """AxBench's protocol for each target latent: generate at every alpha on a seeded half of the prompts, keep the
-    alpha with the best mean steering score, then score that alpha on the other half.
+def rate_rows(model, rows: Sequence[tuple[SteeringTarget, float, int]], prompts: Sequence[str],
+              plain: Sequence[Generation], judge: Judge | Callable, *, max_new_tokens: int = 24,
+              batch_size: int = 32, progress: bool = False) -> list[tuple[SteeringCase, dict]]:
+    """Generate and judge rows of (target, alpha, prompt index), batched per hook (rows may mix SAEs, latents and
+    alphas); `plain[p]` is prompt p's unsteered continuation. Returns (case, ratings) per row, in order."""
+    generations: list[Generation | None] = [None] * len(rows)
+    by_hook: dict[str, list[int]] = {}
+    for r, (target, _, _) in enumerate(rows):
+        by_hook.setdefault(resolve_hook(model, None, target.sae), []).append(r)
+    for hook, members in by_hook.items():
+        vectors = torch.stack([rows[r][0].vector(rows[r][1]) for r in members])
+        outs = generate(model, [prompts[rows[r][2]] for r in members], max_new_tokens=max_new_tokens, hook=hook,
+                        vectors=vectors, batch_size=batch_size, progress=progress)
+        for r, g in zip(members, outs):
+            generations[r] = g
+    cases = [SteeringCase(prompts[p], generations[r], plain[p], t.sae, t.latent, a, t.concept_texts)
+             for r, (t, a, p) in enumerate(rows)]
+    ratings = judge(cases)
+    if len(ratings) != len(cases):
+        raise ValueError(f"The judge returned {len(ratings)} ratings for {len(cases)} cases.")
+    return list(zip(cases, ratings))
 
-    All targets' generations are batched together (rows may mix latents, SAEs and alphas at one hook). A latent
-    given twice (same SAE object and latent, e.g. chosen by two criteria) is evaluated once. Returns one dict
-    per target: label, group, latent, alpha (chosen), score (held-out mean), the held-out mean of each rating,
-    the selection-half means per alpha, and one held-out example.
-    """
+
+def _check_targets(model, targets, prompts, alphas):
     targets = list(targets)
     prompts = check_texts(prompts, name="prompts", purpose="generate from")
     alphas = [check_alpha(a) for a in alphas]
@@ -340,55 +381,50 @@ def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequenc
     for t in targets:
         check_latents(t.sae, [t.latent])
         resolve_hook(model, None, t.sae)
+    return targets, prompts, alphas
+
+
+def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequence[str], alphas: Sequence[float],
+                      judge: Judge | Callable | None = None, *, max_new_tokens: int = 24, batch_size: int = 32,
+                      seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+    """AxBench's protocol for each target latent: generate at every alpha on a seeded half of the prompts, keep the
+    alpha with the best mean steering score, then score that alpha on the other half.
+
+    All targets' generations are batched together (rows may mix latents, SAEs and alphas at one hook). A latent
+    given twice (same SAE object, latent and direction, e.g. chosen by two criteria) is evaluated once. Returns
+    one dict per target: label, group, latent, alpha (chosen), score (held-out mean), the held-out mean of each
+    rating, `held_out` (prompt index -> score), the selection-half means per alpha and their best
+    (`selection_best`), and one held-out example.
+    """
+    targets, prompts, alphas = _check_targets(model, targets, prompts, alphas)
     judge = judge or JudgeFreeJudge(model)
     select, held_out = split_prompts(len(prompts), seed)
-    unique: dict[tuple[int, int], SteeringTarget] = {}
+    unique: dict[tuple, SteeringTarget] = {}
     for t in targets:
-        unique.setdefault((id(t.sae), t.latent), t)
+        unique.setdefault(t.key, t)
     keys = list(unique)
     plain = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-
-    def run(rows: list[tuple[tuple[int, int], float, int]]) -> list[tuple[SteeringCase, dict]]:
-        """Generate and judge rows of (target key, alpha, prompt index); returns the judge's ratings per row."""
-        generations: list[Generation | None] = [None] * len(rows)
-        by_hook: dict[str, list[int]] = {}
-        for r, (key, _, _) in enumerate(rows):
-            by_hook.setdefault(resolve_hook(model, None, unique[key].sae), []).append(r)
-        for hook, members in by_hook.items():
-            vectors = torch.stack([steering_vectors(unique[rows[r][0]].sae, [unique[rows[r][0]].latent],
-                                                    rows[r][1], [unique[rows[r][0]].max_act])[0] for r in members])
-            outs = generate(model, [prompts[rows[r][2]] for r in members], max_new_tokens=max_new_tokens,
-                            hook=hook, vectors=vectors, batch_size=batch_size, progress=progress)
-            for r, g in zip(members, outs):
-                generations[r] = g
-        cases = [SteeringCase(prompts[p], generations[r], plain[p], unique[key].sae, unique[key].latent, a,
-                              unique[key].concept_texts) for r, (key, a, p) in enumerate(rows)]
-        ratings = judge(cases)
-        if len(ratings) != len(cases):
-            raise ValueError(f"The judge returned {len(ratings)} ratings for {len(cases)} cases.")
-        return list(zip(cases, ratings))
-
-    first = run([(key, a, p) for key in keys for a in alphas for p in select])
-    chosen: dict[tuple[int, int], tuple[int, np.ndarray]] = {}
-    it = iter(first)
+    opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "progress": progress}
+    first = iter(rate_rows(model, [(unique[k], a, p) for k in keys for a in alphas for p in select], prompts, plain,
+                           judge, **opts))
+    chosen = {k: choose_alpha(np.array([[steering_score(next(first)[1]) for _ in select] for _ in alphas]), alphas,
+                              range(len(select))) for k in keys}
+    second = iter(rate_rows(model, [(unique[k], alphas[chosen[k][0]], p) for k in keys for p in held_out], prompts,
+                            plain, judge, **opts))
+    results: dict[tuple, dict[str, Any]] = {}
     for key in keys:
-        grid = np.array([[steering_score(next(it)[1]) for _ in select] for _ in alphas])
-        chosen[key] = choose_alpha(grid, alphas, range(len(select)))
-    second = run([(key, alphas[chosen[key][0]], p) for key in keys for p in held_out])
-    results: dict[tuple[int, int], dict[str, Any]] = {}
-    it2 = iter(second)
-    for key in keys:
-        rated = [next(it2) for _ in held_out]
+        rated = [next(second) for _ in held_out]
         index, means = chosen[key]
+        scores = [steering_score(r) for _, r in rated]
         results[key] = {
-            "latent": unique[key].latent, "alpha": alphas[index],
-            "score": float(np.mean([steering_score(r) for _, r in rated])),
+            "latent": unique[key].latent, "alpha": alphas[index], "score": float(np.mean(scores)),
             **{name: float(np.mean([r[name] for _, r in rated])) for name in RATINGS},
-            "selection_scores": dict(zip(alphas, means.tolist())),
+            "held_out": dict(zip(held_out, scores)),
+            "selection_scores": dict(zip(alphas, means.tolist())), "selection_best": float(means[index]),
             "example": {"prompt": rated[0][0].prompt, "steered": rated[0][0].steered.text,
                         "unsteered": rated[0][0].unsteered.text},
         }
-    return [{"label": t.label, "group": t.group, **results[(id(t.sae), t.latent)]} for t in targets]
+    return [{"label": t.label, "group": t.group, **results[t.key]} for t in targets]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -448,6 +484,7 @@ __all__ = [
     "interpretability_proxies",
     "kendall_tau",
     "kendall_tau_b",
+    "rate_rows",
     "repetition_rate",
     "sentence_embeddings",
     "split_prompts",

@@ -11,24 +11,22 @@ import torch
 from tqdm.auto import tqdm
 
 from saelab.latents import latent_records
-from saelab.steering import select_latents, selection_scores
+from saelab.steering import selection_scores
 from saelab.steering_eval import SteeringTarget, interpretability_proxies
+from saelab.steering_protocol import choose_arms
 
 
 def profile_sae(model, sae, activations, *, pool: int, n_interp: int, n_steer: int, seed: int = 0) -> dict[str, Any]:
     """One SAE's latent records on `activations`, a seeded random pool of live latents with their output scores
-    and Delta C_1, a sample for the interpretability proxies, and `n_steer` latents chosen per selection method."""
+    and Delta C_1, a sample for the interpretability proxies, and `n_steer` latents per arm
+    (`steering_protocol.choose_arms`: random, output score, and the Delta C up and down tiers)."""
     records = latent_records(model, sae, activations=activations, n_samples=8, progress=False)
     alive = records.latents[records.fire_count > 0]
     order = alive[torch.randperm(len(alive), generator=torch.Generator().manual_seed(seed))]
     ids = order[:pool].tolist()
     scores = selection_scores(model, sae, ids, records)
     return {"records": records, "pool": ids, "interp_sample": order[:n_interp].tolist(), "n_alive": len(alive),
-            **scores, "chosen": {
-                "random": ids[:n_steer],  # the pool is already in random order
-                "output score": select_latents(ids, scores["output_score"], n_steer),
-                "Delta Token Confidence": select_latents(ids, scores["delta_token_confidence"], n_steer, mode="tails"),
-            }}
+            **scores, "chosen": choose_arms(ids, scores["output_score"], scores["delta_token_confidence"], n_steer)}
 
 
 def study_saes(model, saes: dict, activations, profiles: dict, *, encoder=None, **profile_options) -> dict:
@@ -43,6 +41,17 @@ def study_saes(model, saes: dict, activations, profiles: dict, *, encoder=None, 
     return interp
 
 
+def spread(names, n: int) -> list:
+    """`n` names spread evenly over `names` (the middle of each of n equal runs): for the zoo's twelve SAEs in
+    catalog order and n = 4, the middle sparsity of each architecture."""
+    names = list(names)
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise ValueError(f"n={n!r}: give a positive number of SAEs.")
+    if n >= len(names):
+        return names
+    return [names[int((i + 0.5) * len(names) / n)] for i in range(n)]
+
+
 def interpretability_table(interp: dict):
     """A DataFrame of the proxies per SAE plus their mean rank across SAEs ("interpretability (mean rank)")."""
     import pandas as pd
@@ -54,10 +63,13 @@ def interpretability_table(interp: dict):
     return table
 
 
-def steering_targets(profiles: dict, saes: dict, n_contexts: int = 8) -> list[SteeringTarget]:
-    """One `SteeringTarget` per chosen latent of every profiled SAE (label: the SAE's name, group: the method)."""
+def steering_targets(profiles: dict, saes: dict, n_contexts: int = 8, names=None) -> list[SteeringTarget]:
+    """One `SteeringTarget` per chosen latent of every profiled SAE (or of the SAEs in `names`); label: the SAE's
+    name, group: the arm."""
     targets = []
     for name, p in profiles.items():
+        if names is not None and name not in names:
+            continue
         rec = p["records"]
         for method, latents in p["chosen"].items():
             targets += [SteeringTarget(saes[name], j, float(rec.max_act[rec.position(j)]),
@@ -115,6 +127,7 @@ __all__ = [
     "plot_rank_agreement",
     "plot_scores_by_method",
     "profile_sae",
+    "spread",
     "steering_targets",
     "study_saes",
 ]

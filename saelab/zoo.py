@@ -22,15 +22,17 @@ import json
 import random
 import shutil
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 from tqdm.auto import tqdm
 
+from saelab import stats
 from saelab._version import __version__
 from saelab.activation_cache import ShardedTokens
 from saelab.activations import extract_to_cache, load_activations
@@ -170,15 +172,36 @@ def gate_report(saes: Mapping[Any, SAE] | Sequence[SAE]) -> tuple[bool, str]:
 
 def gate_claims(claims: pd.DataFrame, column: str, saes: Mapping[Any, SAE] | Sequence[SAE]) -> pd.DataFrame:
     """`claims` with its verdict `column` made 'inconclusive: SAE below quality gate' when any SAE in `saes` fails
-    its gate (or is smoke-size); the rule's outcome moves to "rule outcome". Prints the gate report."""
+    its gate (or is smoke-size); the rule's outcome moves to "rule outcome". A claim the rule found "not testable"
+    (a precondition failed) stays so: it was never tested, whatever the SAEs. Prints the gate report."""
     ok, report = gate_report(saes)
     print(report)
     if ok:
         return claims
     gated = claims.copy()
     gated.insert(gated.columns.get_loc(column), "rule outcome", gated[column])
-    gated[column] = "inconclusive: SAE below quality gate"
+    untestable = gated[column].astype(str).str.startswith("not testable")
+    gated.loc[~untestable, column] = "inconclusive: SAE below quality gate"
     return gated
+
+
+def verdict_table(verdicts, saes, *, smoke: bool, paper_numbers: Mapping[str, str], banner: str,
+                  claim_id: Callable[[str], str] = lambda claim: claim.split()[0],
+                  signed: bool = False) -> pd.DataFrame:
+    """A notebook's claims table: `saelab.stats.claims_table(verdicts)` with the paper's number (looked up by
+    `claim_id(claim)` in `paper_numbers`) and ours (value and interval), gated on the SAEs' quality (`gate_claims`);
+    in a smoke run it prints `banner` and marks every verdict as no finding. signed: show ours with its sign
+    (for differences)."""
+    table = stats.claims_table(verdicts)
+    table.insert(1, "paper's number", [paper_numbers.get(claim_id(c), "") for c in table.claim])
+    number = "{:+.3f}" if signed else "{:.3f}"
+    ours = [f"{number.format(v)} {i}" if np.isfinite(v) else "" for v, i in zip(table.value, table.interval)]
+    table.insert(3, "ours", ours)
+    table = gate_claims(table, "verdict", saes)
+    if smoke:
+        print(banner)
+        table["verdict"] = "smoke run, not a finding: " + table["verdict"].astype(str)
+    return table
 
 
 def load_if_trained(folder: Path, key: str) -> SAE | None:
@@ -360,4 +383,4 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bo
 __all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
            "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report", "training_device",
            "gate", "get_sae", "get_saes", "heldout_texts", "load_if_trained", "resolve_corpus", "sae_folder",
-           "spec_key", "table", "training_texts"]
+           "spec_key", "table", "training_texts", "verdict_table"]

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from saelab import zoo, zoo_catalog
+from saelab import stats, zoo, zoo_catalog
 from saelab.zoo_spec import budget
 
 TEXTS = [f"sentence number {i} about cats and dogs and the weather" for i in range(40)]
@@ -108,6 +108,22 @@ def test_quality_is_recorded_and_gated(tiny, cache, one_thread):
     assert gate.check({"explained_variance": 0.7, "ce_loss_score": 0.95, "frac_alive": 0.4, "l0": 60}) == [
         "explained_variance 0.700 < 0.8", "frac_alive 0.400 < 0.5", "l0 60 > 50"]
 
+
+
+def test_gated_verdicts_keep_not_testable_and_mark_smoke_runs(tiny, cache, one_thread, capsys):
+    spec = small_spec()
+    sae = get(tiny, [spec])[spec]
+    sae.cfg.metadata["zoo_spec"]["smoke"] = True  # a smoke-size SAE never passes its gate
+    verdicts = [stats.verdict(stats.Estimate(0.3, 0.2, 0.4, n=50), claim="A1 held on its own"),
+                stats.verdict(stats.Estimate(0.3, 0.2, 0.4, n=50), claim="A2 needs a ceiling",
+                              preconditions={"ceiling": (False, "the probe reads nothing here")})]
+    table = zoo.verdict_table(verdicts, [sae], smoke=False, paper_numbers={"A1": "0.25"}, banner="SMOKE")
+    assert list(table["rule outcome"]) == ["held", "not testable"]
+    assert list(table["verdict"]) == ["inconclusive: SAE below quality gate", "not testable"]
+    assert list(table["paper's number"]) == ["0.25", ""] and table["ours"].iloc[0].startswith("0.300")
+    smoke = zoo.verdict_table(verdicts, [sae], smoke=True, paper_numbers={}, banner="SMOKE BANNER", signed=True)
+    assert "SMOKE BANNER" in capsys.readouterr().out and smoke["ours"].iloc[0].startswith("+0.300")
+    assert smoke["verdict"].str.startswith("smoke run, not a finding: ").all()
 
 def test_catalog_resolves_on_gemma_depth():
     gemma = SimpleNamespace(cfg=SimpleNamespace(n_layers=18, model_name="gemma-3-270m"))
