@@ -44,7 +44,7 @@ class LatentRecords:
     """Per-latent statistics and example contexts for a set of latents, from one pass over some texts.
 
     Rows are the tokens of the texts in order (BOS left out, as in `saelab.extract`); `text_offsets[i]` is text
-    i's first row. For each tracked latent (`latents`, ascending), the `n_top` largest activations and, as a
+    i's first row. For each tracked latent (`latents`, ascending), the `top_n` largest activations and, as a
     uniform random sample of the tokens where it fires, up to `n_samples` more, each with its row and the
     latent's activations on a window of tokens around it (`window` = tokens before, tokens after; NaN outside
     the text).
@@ -59,9 +59,9 @@ class LatentRecords:
     act_sum: torch.Tensor  # [n] sum of its activations (float64)
     max_act: torch.Tensor  # [n]
     hist_counts: torch.Tensor  # [n, HIST_BINS] counts of log10(activation) among firing tokens
-    top_acts: torch.Tensor  # [n, n_top] descending; 0 in unused slots
-    top_rows: torch.Tensor  # [n, n_top]; -1 in unused slots
-    top_windows: torch.Tensor  # [n, n_top, left + 1 + right]
+    top_acts: torch.Tensor  # [n, top_n] descending; 0 in unused slots
+    top_rows: torch.Tensor  # [n, top_n]; -1 in unused slots
+    top_windows: torch.Tensor  # [n, top_n, left + 1 + right]
     sample_acts: torch.Tensor  # [n, n_samples]; uniform sample of firing tokens, 0 in unused slots
     sample_rows: torch.Tensor  # [n, n_samples]; -1 in unused slots
     sample_windows: torch.Tensor  # [n, n_samples, left + 1 + right]
@@ -278,7 +278,7 @@ def latent_records(
     *,
     activations=None,
     latents: Sequence[int] | None = None,
-    n_top: int = 20,
+    top_n: int = 20,
     n_samples: int = 48,
     window: tuple[int, int] = (12, 4),
     batch_texts: int = 64,
@@ -293,8 +293,8 @@ def latent_records(
         sae: the SAE; `hook` defaults to `sae.cfg.hook_name`.
         texts: texts to run through the model, `batch_texts` at a time (`saelab.extract(..., pooling="none")`).
         activations: instead of texts, a token-level `Activations` (pooling="none") already extracted.
-        latents: latent ids to track (default: all). Memory grows with latents x (n_top + n_samples) x window.
-        n_top: top-activating tokens kept per latent.
+        latents: latent ids to track (default: all). Memory grows with latents x (top_n + n_samples) x window.
+        top_n: top-activating tokens kept per latent.
         n_samples: firing tokens kept per latent as a uniform random sample (for the quantile bands).
         window: tokens shown before and after the activating token.
         max_length: texts are truncated to this many tokens.
@@ -316,7 +316,7 @@ def latent_records(
     n, left, right = len(ids), int(window[0]), int(window[1])
     width = left + 1 + right
     offsets_w = torch.arange(-left, right + 1)
-    top = _RunningTopK(n_top, n, width)
+    top = _RunningTopK(top_n, n, width)
     sample = _RunningTopK(n_samples, n, width)
     fire_count = torch.zeros(n, dtype=torch.long)
     act_sum = torch.zeros(n, dtype=torch.float64)

@@ -362,15 +362,15 @@ def selection_scores(model, sae, latents: Sequence[int], max_acts, *, k: int = 1
 
 
 def input_score(model, sae, latents: Sequence[int], records, *, n_tokens: int = LOGIT_LENS_TOKENS,
-                n_top: int = 20) -> torch.Tensor:
-    """Input score (Arad et al. 2025): the share of a latent's `n_top` top-activating tokens that are among its
+                top_n: int = 20) -> torch.Tensor:
+    """Input score (Arad et al. 2025): the share of a latent's `top_n` top-activating tokens that are among its
     top-`n_tokens` logit-lens tokens (NaN for a latent that never fired on the records' texts)."""
     ids = check_latents(sae, latents)
     lens = logit_lens_tokens(model, sae, ids, n_tokens)
     scores = []
     for latent, promoted in zip(ids, lens.tolist()):
         _, rows, _ = records.top_entries(latent)
-        rows = rows[:n_top]
+        rows = rows[:top_n]
         if len(rows) == 0:
             scores.append(float("nan"))
             continue

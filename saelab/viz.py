@@ -115,7 +115,7 @@ class LatentDashboard:
         return f"LatentDashboard(latent={self.latent})"
 
 
-def latent_dashboard(records: LatentRecords, latent: int, model=None, sae=None, *, n_top: int = 10,
+def latent_dashboard(records: LatentRecords, latent: int, model=None, sae=None, *, top_n: int = 10,
                      n_bands: int = 4, per_band: int = 3, n_logits: int = 8) -> LatentDashboard:
     """The dashboard of one latent: statistics, histogram, logit lens (given model and sae), top contexts and
     contexts from each quantile band of its activations."""
@@ -141,7 +141,7 @@ def latent_dashboard(records: LatentRecords, latent: int, model=None, sae=None, 
         line_style = 'style="font-family:monospace;white-space:pre;margin:1px 0;overflow:hidden"'
         parts.append("<h4 style='margin:8px 0 2px'>Top activations</h4>")
         acts, rows, wins = records.top_entries(latent)
-        for act, row, win in list(zip(acts.tolist(), rows.tolist(), wins))[:n_top]:
+        for act, row, win in list(zip(acts.tolist(), rows.tolist(), wins))[:top_n]:
             line = context_html(records.context(row, win), max_act)
             parts.append(f'<div {line_style}><span style="color:#666">{act:8.3g} </span>{line}</div>')
         parts.append("<h4 style='margin:8px 0 2px'>Quantile samples (random firing tokens, by activation band)</h4>")

@@ -60,7 +60,7 @@ def records(tiny, relu_sae):
     texts = ["The cat sat on the mat.", "Dogs bark at night!", "a", "Sparse autoencoders find features.",
              "Hello, world: hello again.", "Numbers 12345 and 678.", "The end is near, the end.", "Why? Because.",
              "Trees grow slowly in the north."]
-    return latent_records(tiny, relu_sae, texts, n_top=5, n_samples=6, window=(3, 2), batch_texts=2, progress=False)
+    return latent_records(tiny, relu_sae, texts, top_n=5, n_samples=6, window=(3, 2), batch_texts=2, progress=False)
 
 
 def in_ci() -> bool:

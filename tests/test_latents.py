@@ -84,7 +84,7 @@ def test_entries_leave_out_the_unused_slots(records):
 
 def test_records_from_precomputed_activations_and_a_subset_of_latents(tiny, relu_sae, records, brute):
     acts, _ = brute
-    subset = latent_records(tiny, relu_sae, activations=acts, latents=[7, 3], n_top=5, n_samples=6,
+    subset = latent_records(tiny, relu_sae, activations=acts, latents=[7, 3], top_n=5, n_samples=6,
                             window=(3, 2), batch_texts=4, progress=False)
     assert subset.latents.tolist() == [3, 7]
     torch.testing.assert_close(subset.top_acts[1], records.top_acts[7])
