@@ -47,7 +47,7 @@ def architecture_sweep(hook: str) -> dict[str, SAESpec]:
 
 def polysemy_specs(model) -> dict[str, SAESpec]:
     """Notebook 05: a layer sweep, three components, three activation functions, four widths, three sparsities."""
-    layers = [int(round(x)) for x in np.linspace(1, model.cfg.n_layers - 2, 5)]
+    layers = sorted({int(round(x)) for x in np.linspace(1, model.cfg.n_layers - 2, 5)})  # shallow models repeat
     mid = layers[len(layers) // 2]
     resid = resid_post(mid)
     specs = {f"layer {layer}": SAESpec(resid_post(layer)) for layer in layers}

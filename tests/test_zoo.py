@@ -137,6 +137,11 @@ def test_catalog_resolves_on_gemma_depth():
     assert len(zoo_catalog.catalog_hooks(gemma)) == 9
     specs = zoo_catalog.all_specs(gemma)
     assert len(specs) == 27 and specs[zoo.SAESpec("blocks.8.hook_resid_post")] == ["04", "05", "07"]
+    shallow = SimpleNamespace(cfg=SimpleNamespace(n_layers=6, model_name="tiny-gpt2"))  # layers 1, 2, 3, 4
+    specs5 = zoo_catalog.polysemy_specs(shallow)
+    layers = [int(name.split()[1]) for name in specs5 if name.startswith("layer ")]
+    middle = specs5[f"layer {layers[len(layers) // 2]}"].hook  # how notebook 05 finds the middle layer
+    assert layers == [1, 2, 3, 4] and specs5["relu"].hook == specs5["width 1280"].hook == middle
     smol = SimpleNamespace(cfg=SimpleNamespace(n_layers=30, model_name="smollm2-135m"))
     assert [s.hook for s in zoo_catalog.all_specs(smol)] == ["blocks.14.hook_resid_post"]
 
