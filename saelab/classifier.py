@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from saelab._version import __version__
 from saelab.activations import extract
 from saelab.models import model_name
+from saelab.probing_zeroshot import label_token_ids
 
 # A template per offline task (any other task gets DEFAULT_TEMPLATE). {options} lists the label words.
 DEFAULT_TEMPLATE = "Classify the text as {options}.\nText: {text}\nAnswer:"
@@ -330,15 +331,10 @@ class PromptedClassifier:
 
     def _set_label_token_head(self) -> None:
         """Zero-shot read-out: each class's logit is the model's logit for the first token of ' {label word}'."""
-        ids = []
-        for word in label_words(self.label_names):
-            token_ids = self.model.tokenizer(" " + word, add_special_tokens=False)["input_ids"]
-            # a tokenizer that splits off the space (byte-level ones) puts it first: skip it
-            first = next((t for t in token_ids if self.model.tokenizer.decode([t]).strip()), token_ids[0])
-            ids.append(first)
-        if len(set(ids)) != len(ids):
-            raise ValueError(f"two label words start with the same token ({label_words(self.label_names)}); "
-                             "use the 'linear' read-out")
+        try:
+            ids = label_token_ids(self.model.tokenizer, label_words(self.label_names))
+        except ValueError as err:
+            raise ValueError(f"{err} Or use the 'linear' read-out.") from None
         unembed = self.model.original_model.get_output_embeddings()
         with torch.no_grad():
             self.head.weight.copy_(unembed.weight[ids].float())

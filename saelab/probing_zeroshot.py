@@ -46,13 +46,15 @@ class ZeroShot:
 
 
 def label_token_ids(tokenizer, label_words: Sequence[str], prefix: str = " ") -> list[int]:
-    """The first token of each label word as it would follow the prompt (`prefix` + word); they must differ."""
+    """The first token of each label word as it would follow the prompt (`prefix` + word); they must differ.
+    The one rule for "a label word's token" (zero-shot scoring here, the classifier's label-token read-out, notebook
+    07): a tokenizer that splits the space off as a token of its own puts it first, and that token is skipped."""
     encoded = [tokenizer.encode(prefix + w, add_special_tokens=False) for w in label_words]
     empty = [w for w, e in zip(label_words, encoded) if not e]
     if empty:
         raise ValueError(f"The label word {empty[0]!r} (with prefix {prefix!r}) is no token at all: give non-empty "
                          "label words.")
-    ids = [e[0] for e in encoded]
+    ids = [next((t for t in e if tokenizer.decode([t]).strip()), e[0]) for e in encoded]
     if len(set(ids)) != len(ids):
         raise ValueError(f"The label words {list(label_words)} share a first token ({ids}); choose words whose "
                          "first tokens differ, or score whole words.")

@@ -295,3 +295,19 @@ def test_binarization_explorer(one_thread):
     assert "no value exceeds" in explorer.status_bar.message.value
     with pytest.raises(ValueError, match="line up"):
         BinarizationExplorer({"counts": (X[:160], X[160:])}, y[:150], y[160:])
+
+
+def test_label_token_ids_skip_a_space_the_tokenizer_splits_off():
+    """One rule for a label word's token, shared by zero-shot scoring and the classifier's label-token read-out."""
+    class SpaceFirst:  # like tokenizers that emit "▁" or "Ġ" as a token of its own before some words
+        vocab = {" ": 0, "good": 1, "bad": 2}
+
+        def encode(self, text, add_special_tokens=False):
+            return [0, self.vocab[text.strip()]] if text.startswith(" ") else [self.vocab[text]]
+
+        def decode(self, ids):
+            return "".join({v: k for k, v in self.vocab.items()}[i] for i in ids)
+
+    assert probing.label_token_ids(SpaceFirst(), ["good", "bad"]) == [1, 2]
+    with pytest.raises(ValueError, match="share a first token"):
+        probing.label_token_ids(SpaceFirst(), ["good", "good"])
