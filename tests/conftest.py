@@ -7,6 +7,7 @@ reported as a failure, so a green CI always means every test ran.
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -76,3 +77,26 @@ def pytest_runtest_makereport(item, call):
         report.outcome = "failed"
         report.longrepr = (f"{item.nodeid} would be skipped ({reason}), but under CI=true nothing may be skipped: "
                            "install what it needs (make setup, make system-deps) or fix the test.")
+
+
+@pytest.fixture(scope="session")
+def greedy_by_hand():
+    """Greedy decoding that recomputes the whole sequence each step (no KV cache), steered by a plain PyTorch forward
+    hook adding `vec` to `module`'s output (default: the bridge's block 0): the reference steered generation is
+    checked against."""
+    def decode(model, prompt, vec, n, module=None):
+        ids = model.tokenizer(prompt)["input_ids"]
+        module = model.blocks[0] if module is None else module
+        handle = module.register_forward_hook(
+            lambda mod, args, output: (output[0] + vec,) + tuple(output[1:]) if isinstance(output, tuple)
+            else output + vec)
+        new = []
+        try:
+            for _ in range(n):
+                logits = model.original_model(torch.tensor([ids + new]), use_cache=False).logits[0, -1]
+                new.append(int(logits.argmax()))
+        finally:
+            handle.remove()
+        return new
+
+    return decode

@@ -78,31 +78,14 @@ def test_an_sae_spliced_in_at_a_hook(model):
     assert m["ce_loss_with_sae"] == pytest.approx(m["ce_loss_without_sae"], abs=1e-3)
 
 
-def _greedy_by_hand(model, prompt, vec, n):
-    """Greedy decoding recomputing the whole sequence each step (no KV cache), steered by a plain PyTorch hook on
-    the bridge's block 0 (the model's own decoder layer)."""
-    ids = model.tokenizer(prompt)["input_ids"]
-    handle = model.blocks[0].register_forward_hook(
-        lambda module, args, output: (output[0] + vec,) + tuple(output[1:]) if isinstance(output, tuple)
-        else output + vec)
-    new = []
-    try:
-        for _ in range(n):
-            logits = model.original_model(torch.tensor([ids + new]), use_cache=False).logits[0, -1]
-            new.append(int(logits.argmax()))
-    finally:
-        handle.remove()
-    return new
-
-
 @torch.no_grad()
-def test_batched_steered_generation_with_a_kv_cache_matches_recomputation(model):
+def test_batched_steered_generation_with_a_kv_cache_matches_recomputation(model, greedy_by_hand):
     vectors = torch.randn(len(PROMPTS), model.cfg.d_model, generator=torch.Generator().manual_seed(0)) * 3
     batched = st.generate(model, PROMPTS, max_new_tokens=5, min_new_tokens=5, hook="blocks.0.hook_resid_post",
                           vectors=vectors)
-    assert [g.ids for g in batched] == [_greedy_by_hand(model, p, vectors[i], 5) for i, p in enumerate(PROMPTS)]
+    assert [g.ids for g in batched] == [greedy_by_hand(model, p, vectors[i], 5) for i, p in enumerate(PROMPTS)]
     plain = st.generate(model, PROMPTS, max_new_tokens=5, min_new_tokens=5)
-    assert [g.ids for g in plain] == [_greedy_by_hand(model, p, torch.zeros(model.cfg.d_model), 5) for p in PROMPTS]
+    assert [g.ids for g in plain] == [greedy_by_hand(model, p, torch.zeros(model.cfg.d_model), 5) for p in PROMPTS]
 
 
 @torch.no_grad()

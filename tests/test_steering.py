@@ -18,7 +18,6 @@ MID = "blocks.0.hook_resid_post"
 PROMPTS = ["hello there", "a", "the cat sat on"]
 
 
-
 @pytest.fixture(autouse=True)
 def _no_grad():
     """Inference only in this module (the setting is restored afterwards, so other modules can train)."""
@@ -73,28 +72,13 @@ def test_steered_logits_agree_between_paths(tiny):
     torch.testing.assert_close(torch_hook, bridge, rtol=1e-5, atol=1e-5)
 
 
-def _greedy_by_hand(model, prompt, vec, n):
-    """Greedy decoding with the whole sequence recomputed each step (no cache) under a PyTorch forward hook."""
-    ids = model.tokenizer(prompt)["input_ids"]
-    handle = model.original_model.model.layers[0].register_forward_hook(
-        lambda module, args, output: (output[0] + vec,) + tuple(output[1:]) if isinstance(output, tuple)
-        else output + vec)
-    new = []
-    try:
-        for _ in range(n):
-            logits = model.original_model(torch.tensor([ids + new]), use_cache=False).logits[0, -1]
-            new.append(int(logits.argmax()))
-    finally:
-        handle.remove()
-    return new
-
-
-def test_batched_cached_steered_generation_matches_one_by_one_recomputation(tiny):
+def test_batched_cached_steered_generation_matches_one_by_one_recomputation(tiny, greedy_by_hand):
     """Left-padded batches with a KV cache and one vector per prompt generate exactly what each prompt generates
     alone with no cache: every generated token is steered, and padding changes nothing."""
     vectors = torch.randn(3, 64) * 3
     batched = st.generate(tiny, PROMPTS, max_new_tokens=6, hook=MID, vectors=vectors, min_new_tokens=6)
-    by_hand = [_greedy_by_hand(tiny, p, vectors[i], 6) for i, p in enumerate(PROMPTS)]
+    layer0 = tiny.original_model.model.layers[0]  # the HF decoder layer itself: a reference outside the bridge
+    by_hand = [greedy_by_hand(tiny, p, vectors[i], 6, layer0) for i, p in enumerate(PROMPTS)]
     assert [g.ids for g in batched] == by_hand
     plain = st.generate(tiny, PROMPTS, max_new_tokens=6, min_new_tokens=6)
     assert [g.ids for g in plain] != by_hand
@@ -102,12 +86,13 @@ def test_batched_cached_steered_generation_matches_one_by_one_recomputation(tiny
     assert _no_hooks_left(tiny)
 
 
-def test_cached_generation_matches_recomputation_without_steering(tiny):
+def test_cached_generation_matches_recomputation_without_steering(tiny, greedy_by_hand):
     """The root of the transformers 5.24 break: the KV cache must be filled through the bridge's attention, or every
     cached decoding step attends to itself alone (steered or not)."""
     zero = torch.zeros(64)
     cached = st.generate(tiny, PROMPTS, max_new_tokens=6, min_new_tokens=6)
-    assert [g.ids for g in cached] == [_greedy_by_hand(tiny, p, zero, 6) for p in PROMPTS]
+    layer0 = tiny.original_model.model.layers[0]
+    assert [g.ids for g in cached] == [greedy_by_hand(tiny, p, zero, 6, layer0) for p in PROMPTS]
 
 
 def test_the_kv_cache_is_filled_for_every_layer(tiny):
