@@ -23,11 +23,10 @@ from typing import Any
 import numpy as np
 from scipy.stats import rankdata
 
-from saelab import stats
+from saelab import stats, zoo
 from saelab.polysemy import ProbeActivations
 from saelab.polysemy_ceiling import Ceiling, ceiling_preconditions
 from saelab.polysemy_eval import PSEvalResult, bootstrap_ci, evaluate_sae, metric_difference, random_sae_like
-from saelab.probing_claims import verdict_table as probing_verdict_table
 
 #: declared before the run: "no difference" in specificity means within +-0.05 (the review's margin)
 MARGIN_SPEC = 0.05
@@ -167,7 +166,7 @@ def claims(results: Mapping[Any, PSEvalResult], sweeps: Mapping[str, Mapping[Any
 
 def verdict_table(verdicts: Sequence[stats.Verdict], saes, *, smoke: bool):
     """The claims table with the anchor's numbers, gated on the SAEs' quality; a smoke run says it is no finding."""
-    return probing_verdict_table(verdicts, saes, smoke=smoke, paper_numbers=PAPER_NUMBERS)
+    return zoo.verdict_table(verdicts, saes, smoke=smoke, paper_numbers=PAPER_NUMBERS)
 
 
 __all__ = ["MARGIN_RHO", "MARGIN_SPEC", "PAPER_NUMBERS", "baseline_row", "baselines_text", "claims",

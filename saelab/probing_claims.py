@@ -34,8 +34,7 @@ NOT_TRANSFERABLE = ("the anchor's 0.8 is a level reached on its own tasks and da
 PAPER_NUMBERS = {"C1": "macro-F1 > 0.8 on all tasks", "C2": "SAE features beat the hidden-state and TF-IDF baselines",
                  "C3": "binarization maintains or improves macro-F1",
                  "C4": "trees: 0.94 on binarized SAE features vs 0.80 on hidden states (English toxicity)"}
-SMOKE_BANNER = ("SMOKE RUN: these numbers come from smoke-size SAEs on a few dozen texts. They test the code, "
-                "they are not findings; every verdict below says so.")
+SMOKE_BANNER = zoo.SMOKE_BANNER
 
 
 def chosen(summary, task: str, features: str, classifier: str = "logreg") -> Mapping[str, Any]:

@@ -185,7 +185,11 @@ def gate_claims(claims: pd.DataFrame, column: str, saes: Mapping[Any, SAE] | Seq
     return gated
 
 
-def verdict_table(verdicts, saes, *, smoke: bool, paper_numbers: Mapping[str, str], banner: str,
+SMOKE_BANNER = ("SMOKE RUN: these numbers come from smoke-size SAEs on a few dozen texts. They test the code, "
+                "they are not findings; every verdict below says so.")
+
+
+def verdict_table(verdicts, saes, *, smoke: bool, paper_numbers: Mapping[str, str], banner: str = SMOKE_BANNER,
                   claim_id: Callable[[str], str] = lambda claim: claim.split()[0],
                   signed: bool = False) -> pd.DataFrame:
     """A notebook's claims table: `saelab.stats.claims_table(verdicts)` with the paper's number (looked up by
@@ -380,7 +384,7 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bo
     return pd.concat(frames) if frames else pd.DataFrame()
 
 
-__all__ = ["CORPUS_NAME", "QUALITY_GATES", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
+__all__ = ["CORPUS_NAME", "QUALITY_GATES", "SMOKE_BANNER", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
            "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report", "training_device",
            "gate", "get_sae", "get_saes", "heldout_texts", "load_if_trained", "resolve_corpus", "sae_folder",
            "spec_key", "table", "training_texts", "verdict_table"]
