@@ -44,7 +44,7 @@ from saelab.models import load_model, model_fingerprint, model_name
 from saelab.sae import SAE
 from saelab.tasks import load_task
 from saelab.train import train_sae
-from saelab.zoo_catalog import all_specs, catalog_hooks
+from saelab.zoo_catalog import NOTEBOOKS, all_specs, catalog_hooks
 from saelab.zoo_spec import SAESpec, budget
 
 CORPUS_NAME = "tweet-sentiment+wordnet-topics"
@@ -370,21 +370,22 @@ def table(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec] | None = None,
     return pd.DataFrame(rows).set_index("name")
 
 
-def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, smoke: bool | None = None,
-          progress: bool = True) -> pd.DataFrame:
-    """Train every SAE of the catalog for each model (`make zoo`); idempotent and resumable (cached SAEs load,
-    a killed training run continues from its last checkpoint). Returns the zoo table with a `model` column."""
+def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, notebooks: Sequence[str] = NOTEBOOKS,
+          smoke: bool | None = None, progress: bool = True) -> pd.DataFrame:
+    """Train every SAE of the catalog for each model (`make zoo`), or only those `notebooks` use (e.g. ``["07"]``
+    before a class on notebook 07); idempotent and resumable (cached SAEs load, a killed training run continues from
+    its last checkpoint). Returns the zoo table with a `model` column."""
     frames = []
     for name in models:
         model = load_model(name)
-        specs = list(all_specs(model))
+        specs = list(all_specs(model, notebooks))
         if specs:
             get_saes(model, specs, smoke=smoke, progress=progress)
             frames.append(table(model, specs, smoke=smoke).assign(model=name))
     return pd.concat(frames) if frames else pd.DataFrame()
 
 
-__all__ = ["CORPUS_NAME", "QUALITY_GATES", "SMOKE_BANNER", "STORAGE_DTYPE", "QualityGate", "SAESpec", "budget", "build",
-           "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report", "training_device",
-           "gate", "get_sae", "get_saes", "heldout_texts", "load_if_trained", "resolve_corpus", "sae_folder",
-           "spec_key", "table", "training_texts", "verdict_table"]
+__all__ = ["CORPUS_NAME", "NOTEBOOKS", "QUALITY_GATES", "SMOKE_BANNER", "STORAGE_DTYPE", "QualityGate", "SAESpec",
+           "budget", "build", "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report",
+           "training_device", "gate", "get_sae", "get_saes", "heldout_texts", "load_if_trained", "resolve_corpus",
+           "sae_folder", "spec_key", "table", "training_texts", "verdict_table"]

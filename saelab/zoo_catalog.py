@@ -11,6 +11,8 @@ notebook 07 reads with the middle one),
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from saelab.models import model_name
@@ -85,10 +87,11 @@ def notebook_specs(model, notebook: str) -> dict[str, SAESpec]:
     return architecture_sweep(resid_post(block_at(model, SWEEP_DEPTH)))
 
 
-def all_specs(model) -> dict[SAESpec, list[str]]:
-    """Every distinct SAE of the catalog for `model`, with the notebooks that use it."""
+def all_specs(model, notebooks: Sequence[str] = NOTEBOOKS) -> dict[SAESpec, list[str]]:
+    """Every distinct SAE of the catalog for `model` (or only those `notebooks` use, in their order), with the
+    notebooks that use it."""
     used: dict[SAESpec, list[str]] = {}
-    for notebook in NOTEBOOKS:
+    for notebook in notebooks:
         for spec in notebook_specs(model, notebook).values():
             used.setdefault(spec, []).append(notebook)
     return used

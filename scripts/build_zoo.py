@@ -23,10 +23,12 @@ from saelab.io import atomic_path  # noqa: E402
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["gemma-3-270m", "smollm2-135m"])
+    parser.add_argument("--notebooks", nargs="+", default=list(zoo.NOTEBOOKS),
+                        help="build only the SAEs these notebooks load (default: all of them)")
     parser.add_argument("--out", type=Path, default=ROOT / "reports")
     args = parser.parse_args()
     started = time.perf_counter()
-    frame = zoo.build(args.models)
+    frame = zoo.build(args.models, notebooks=args.notebooks)
     minutes = (time.perf_counter() - started) / 60
     training = frame["minutes"].sum() if "minutes" in frame else 0.0
     by_architecture = frame.groupby("architecture")["minutes"].sum().round(1).to_dict() if "minutes" in frame else {}

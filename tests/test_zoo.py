@@ -137,6 +137,10 @@ def test_catalog_resolves_on_gemma_depth():
     assert len(zoo_catalog.catalog_hooks(gemma)) == 9
     specs = zoo_catalog.all_specs(gemma)
     assert len(specs) == 27 and specs[zoo.SAESpec("blocks.8.hook_resid_post")] == ["04", "05", "07"]
+    first = zoo_catalog.all_specs(gemma, ["07", "04"])  # `make zoo` for one class's notebooks, in their order
+    assert list(first)[0] == zoo.SAESpec("blocks.8.hook_resid_post") and len(first) == 5 and set(first) <= set(specs)
+    with pytest.raises(ValueError, match="notebook='03'"):
+        zoo_catalog.all_specs(gemma, ["03"])
     shallow = SimpleNamespace(cfg=SimpleNamespace(n_layers=6, model_name="tiny-gpt2"))  # layers 1, 2, 3, 4
     specs5 = zoo_catalog.polysemy_specs(shallow)
     layers = [int(name.split()[1]) for name in specs5 if name.startswith("layer ")]
