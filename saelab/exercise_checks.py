@@ -1,8 +1,9 @@
 """Checkers for the notebooks' write-it-yourself exercises: each compares a learner's function with saelab's own and,
 when they differ, names the likely mistake.
 
-The checks of notebooks 00-02 live in `saelab.exercise_basics` and are re-exported here, so every exercise cell
-reads ``exercise_checks.check_...(my_function)``. A learner's exception becomes an `AssertionError` with a hint
+The checks of notebooks 00-02 live in `saelab.exercise_basics`, those of 03-04 in `saelab.exercise_classifiers`, of
+05 in `saelab.exercise_senses` and of 06 in `saelab.exercise_steering`; all are re-exported here, so every exercise
+cell reads ``exercise_checks.check_...(my_function)``. A learner's exception becomes an `AssertionError` with a hint
 (`call_learner`); a stub's `NotImplementedError` passes through.
 """
 
@@ -30,6 +31,14 @@ from saelab.exercise_basics import (
     check_scale_hook,
     check_standardised_cosine,
 )
+from saelab.exercise_classifiers import (
+    check_activation_rate,
+    check_binarize,
+    check_macro_f1,
+    check_normalized_reconstruction,
+)
+from saelab.exercise_senses import check_confusion, check_jaccard, check_top1
+from saelab.exercise_steering import check_harmonic_mean, check_output_score, check_token_confidence
 from saelab.probing import pool_codes
 from saelab.reformulation import Prototypes, Reading, SenseItem, annotate, nearest_sense
 from saelab.sae import SAE, SAEConfig
@@ -62,7 +71,8 @@ def check_topk_encode(fn: Callable, x_eval: torch.Tensor, k: int = 8) -> None:
 
 
 def check_activation_rate_loss(fn: Callable, tau: float = 0.1) -> None:
-    """Check `fn(z, tau)` against ClassifSAE's `activation_rate_loss` on a random sparse batch of 50 x 12 codes."""
+    """Exercise 03.1: check `fn(z, tau)` against ClassifSAE's `activation_rate_loss` on a random sparse batch of
+    50 x 12 codes."""
     g = torch.Generator().manual_seed(0)
     z = torch.relu(torch.randn(50, 12, generator=g)) * (torch.rand(50, 12, generator=g) < 0.4)
     mine, ours = as_float(call_learner(fn, z, tau), "your loss"), float(activation_rate_loss(z, tau))
@@ -81,10 +91,10 @@ def check_activation_rate_loss(fn: Callable, tau: float = 0.1) -> None:
     raise AssertionError(f"got {mine:.4f}, expected {ours:.4f}")
 
 
-def check_hidden_states_hook(model, fn: Callable[[int], str], layer: int,
+def check_hidden_states_hook(fn: Callable[[int], str], model, layer: int,
                              texts: Sequence[str] = ("The cat sat on the mat.", "Stocks fell sharply on Monday")):
-    """Exercise check: `fn(layer)` must name the hook equal to Hugging Face's ``hidden_states[layer]`` (BOS
-    included); raises an AssertionError with a hint otherwise."""
+    """Exercise 04.1: `fn(layer)` must name the hook equal to Hugging Face's ``hidden_states[layer]`` (BOS
+    included) in `model`; raises an AssertionError with a hint otherwise."""
     hf_model, tokenizer = model.original_model, model.tokenizer
     for text in texts:
         with torch.no_grad():
@@ -101,7 +111,7 @@ def check_hidden_states_hook(model, fn: Callable[[int], str], layer: int,
 
 
 def check_topn_counts(fn: Callable[[torch.Tensor, int], torch.Tensor], codes: torch.Tensor, k: int):
-    """Exercise check: `fn(codes, n)` must give the top-n vote counts of one text's codes [tokens, d_sae] that
+    """Exercise 04.2: `fn(codes, n)` must give the top-n vote counts of one text's codes [tokens, d_sae] that
     `saelab.probing.pool_codes` gives, for n = 1, 5 and k + 8 (above a TopK SAE's k)."""
     for n in (1, 5, k + 8):
         expected = pool_codes(codes, [len(codes)], "topn", top_n=n)[0]
@@ -186,8 +196,10 @@ def check_repair_damage(fn: Callable[[np.ndarray, np.ndarray, np.ndarray], tuple
     raise AssertionError(f"got {mine}, expected ({repair:.3f}, {damage:.3f})")
 
 
-__all__ = ["call_learner", "check_activation_rate_loss", "check_annotate", "check_bos_norm_ratio",
-           "check_ce_loss_score", "check_explained_variance", "check_frac_alive", "check_hidden_states_hook",
-           "check_kl_divergence", "check_last_token", "check_massive_dims", "check_masked_mean",
-           "check_nearest_sense", "check_repair_damage", "check_scale_hook", "check_standardised_cosine",
-           "check_topk_encode", "check_topn_counts"]
+__all__ = ["call_learner", "check_activation_rate", "check_activation_rate_loss", "check_annotate",
+           "check_binarize", "check_bos_norm_ratio", "check_ce_loss_score", "check_confusion",
+           "check_explained_variance", "check_frac_alive", "check_harmonic_mean", "check_hidden_states_hook",
+           "check_jaccard", "check_kl_divergence", "check_last_token", "check_macro_f1", "check_masked_mean",
+           "check_massive_dims", "check_nearest_sense", "check_normalized_reconstruction", "check_output_score",
+           "check_repair_damage", "check_scale_hook", "check_standardised_cosine", "check_token_confidence",
+           "check_top1", "check_topk_encode", "check_topn_counts"]

@@ -12,10 +12,12 @@ import torch
 import torch.nn.functional as F
 
 from saelab import exercise_checks as ex
-from saelab.classifsae import activation_rate_loss
+from saelab.classifsae import activation_rate_loss, normalized_reconstruction_loss
+from saelab.concept_metrics import activation_rate
 from saelab.probing import pool_codes
 from saelab.reformulation import annotate
 from saelab.sae import SAE, SAEConfig
+from saelab.steering import output_score_from_logits
 
 
 def _stub(*args, **kwargs):
@@ -84,6 +86,68 @@ def reading_ref(code, contexts):
 def repair_ref(before, after, trigger):
     n = trigger.sum()
     return (trigger & ~before & after).sum() / n, (trigger & before & ~after).sum() / n
+
+
+def racc_rate_ref(z):
+    return activation_rate(z, alive_only=True)
+
+
+def binarize_ref(feats, t):
+    return (feats > t).astype(float)
+
+
+def macro_f1_ref(y_true, y_pred):
+    scores = []
+    for c in np.unique(y_true):
+        tp, fp, fn = ((y_pred == c) & (y_true == c)).sum(), ((y_pred == c) & (y_true != c)).sum(), \
+            ((y_pred != c) & (y_true == c)).sum()
+        scores.append(2 * tp / (2 * tp + fp + fn))
+    return float(np.mean(scores))
+
+
+def top1_ref(codes):
+    values, ids = codes.max(1)
+    return torch.where(values > 0, ids, torch.full_like(ids, -1))
+
+
+def confusion_ref(top1, labels):
+    same = ((top1[:, 0] == top1[:, 1]) & (top1[:, 0] >= 0)).numpy()
+    tp, fn = int(((labels == 1) & same).sum()), int(((labels == 1) & ~same).sum())
+    fp, tn = int(((labels == 0) & same).sum()), int(((labels == 0) & ~same).sum())
+    return {"tp": tp, "fn": fn, "fp": fp, "tn": tn, "specificity": tn / (tn + fp)}
+
+
+def confusion_with(top1, labels, same=None, specificity=None):
+    same = (top1[:, 0] == top1[:, 1]).numpy() if same is None else same
+    tp, fn = int(((labels == 1) & same).sum()), int(((labels == 1) & ~same).sum())
+    fp, tn = int(((labels == 0) & same).sum()), int(((labels == 0) & ~same).sum())
+    return {"tp": tp, "fn": fn, "fp": fp, "tn": tn, "specificity": tn / (tn + fp) if specificity is None
+            else specificity(tp, fn, fp, tn)}
+
+
+def jaccard_ref(codes_1, codes_2, k):
+    out = []
+    for a, b in zip(codes_1, codes_2):
+        A = {int(i) for v, i in zip(*a.topk(k)) if v > 0}
+        B = {int(i) for v, i in zip(*b.topk(k)) if v > 0}
+        out.append(len(A & B) / len(A | B) if A | B else 0.0)
+    return torch.tensor(out)
+
+
+def c_k_ref(logits, k):
+    return -torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1).values.mean(-1)
+
+
+def harmonic_ref(values):
+    values = [float(v) for v in values]
+    return 0.0 if any(v == 0 for v in values) else len(values) / sum(1 / v for v in values)
+
+
+def output_score_ref(logits, lens):
+    probs = logits.softmax(-1)
+    best = probs.gather(1, lens).max(1).values
+    rank = (probs > best[:, None]).sum(1)
+    return (1 - rank / probs.shape[1]) * best
 
 
 def topk_without_relu(x, W_enc, b_enc, b_dec, k):
@@ -159,6 +223,72 @@ CASES = {
     "activation_rate_loss": (ex.check_activation_rate_loss, (), activation_rate_loss, [
         (lambda z, tau: z.sum() / len(z), "nothing was exempted"),
         (lambda z, tau: activation_rate_loss(z, tau) * len(z), "not divided by the batch size"),
+    ]),
+    "normalized_reconstruction": (ex.check_normalized_reconstruction, (), normalized_reconstruction_loss, [
+        (lambda x, xh: ((xh - x) ** 2).sum(-1).div((x - x.mean(0)).norm(dim=-1) ** 2).mean(), "squared distance"),
+        (lambda x, xh: ((xh - x) ** 2).sum(-1).div(x.norm(dim=-1)).mean(), "centre x"),
+        (lambda x, xh: ((xh - x) ** 2).sum() / (x - x.mean(0)).norm(dim=-1).sum(), "ratio of sums"),
+        (lambda x, xh: ((xh - x) ** 2).mean(-1).div((x - x.mean(0)).norm(dim=-1)).mean(), "over dimensions"),
+    ]),
+    "activation_rate": (ex.check_activation_rate, (), racc_rate_ref, [
+        (lambda z: (z > 0).float().mean(), "dead concepts"),
+        (lambda z: (z > 0).any(1).float().mean(), "*any* concept"),
+        (lambda z: (z > 0).sum(1).float().mean(), "concepts per sentence"),
+    ]),
+    "binarize": (ex.check_binarize, (), binarize_ref, [
+        (lambda f, t: (f >= t).astype(float), "strictly"),
+        (lambda f, t: f * (f > t), "values came back"),
+        (lambda f, t: (f > 0).astype(float), "threshold was ignored"),
+        (lambda f, t: (f > t)[:, :5], "shape"),
+    ]),
+    "macro_f1": (ex.check_macro_f1, (), macro_f1_ref, [
+        (lambda t, p: np.mean(t == p), "accuracy"),
+        (lambda t, p: float(np.mean([2 * ((p == c) & (t == c)).sum() / ((p == c).sum() + (t == c).sum())
+                                     for c in np.unique(p)])), "never predicts"),
+        (lambda t, p: float(np.mean([np.mean(p[t == c] == c) for c in np.unique(t)])), "macro-recall"),
+    ]),
+    "top1": (ex.check_top1, (), top1_ref, [
+        (lambda c: c.argmax(1), "got latent 0"),
+        (lambda c: c.max(1).values, "top activations"),
+        (lambda c: top1_ref(c)[:5], "shape"),
+    ]),
+    "confusion": (ex.check_confusion, (), confusion_ref, [
+        (lambda t, y: {**confusion_ref(t, y), "tp": confusion_ref(t, y)["tn"], "tn": confusion_ref(t, y)["tp"]},
+         "swapped"),
+        (lambda t, y: confusion_with(t, y), "nothing fires"),
+        (lambda t, y: confusion_with(t, y, ((t[:, 0] == t[:, 1]) & (t[:, 0] >= 0)).numpy(),
+                                     lambda tp, fn, fp, tn: tn / (tn + fn)), "TN / (TN + FN)"),
+        (lambda t, y: [1, 2], "return a dict"),
+    ]),
+    "jaccard": (ex.check_jaccard, (), jaccard_ref, [
+        (lambda a, b, k: torch.tensor([len(set(x.topk(k).indices.tolist()) & set(y.topk(k).indices.tolist()))
+                                       / len(set(x.topk(k).indices.tolist()) | set(y.topk(k).indices.tolist()))
+                                       for x, y in zip(a, b)]), "inactive latents"),
+        (lambda a, b, k: torch.tensor(
+            [len({int(i) for v, i in zip(*x.topk(k)) if v > 0} & {int(i) for v, i in zip(*y.topk(k)) if v > 0}) / k
+             for x, y in zip(a, b)]), "divided the intersection by k"),
+        (lambda a, b, k: torch.tensor([len(A & B) / len(A | B) if A | B else float("nan") for A, B in
+                                       (({int(i) for v, i in zip(*x.topk(k)) if v > 0},
+                                         {int(i) for v, i in zip(*y.topk(k)) if v > 0}) for x, y in zip(a, b))]),
+         "NaN"),
+    ]),
+    "token_confidence": (ex.check_token_confidence, (), c_k_ref, [
+        (lambda lg, k: -c_k_ref(lg, k), "sign is flipped"),
+        (lambda lg, k: c_k_ref(lg, k) * k, "summed"),
+        (lambda lg, k: -lg.topk(k, -1).values.mean(-1), "raw logits"),
+        (lambda lg, k: c_k_ref(lg, k)[None], "shape"),
+    ]),
+    "harmonic_mean": (ex.check_harmonic_mean, (), harmonic_ref, [
+        (lambda v: len(v) / sum(1 / x for x in v), "1 / 0 on the zero rating"),
+        (lambda v: len(v) / sum(1 / x for x in v if x), "must be 0"),
+        (lambda v: 0.0 if 0 in v else sum(v) / len(v), "arithmetic mean"),
+        (lambda v: 0.0 if 0 in v else sum(1 / x for x in v) / len(v), "1 / the harmonic mean"),
+    ]),
+    "output_score": (ex.check_output_score, (), output_score_ref, [
+        (lambda lg, lens: lg.softmax(-1).gather(1, lens).max(1).values, "probability alone"),
+        (lambda lg, lens: output_score_ref(lg, lens[:, :1]), "first logit-lens token"),
+        (lambda lg, lens: output_score_from_logits(lg, lens) - lg.softmax(-1).gather(1, lens).max(1).values
+         / lg.shape[1], "ranked from 1"),
     ]),
     "annotate": (ex.check_annotate, (), annotate, [
         (lambda t, s, n: f"{t[:s[0]]}({n}) {t[s[0]:]}", "before the word"),
@@ -237,8 +367,8 @@ def test_hooks_in_a_real_forward_pass(tiny, capsys):
     tokens = tiny.to_tokens("The cat sat on the mat.")
     ex.check_scale_hook(scale_ref, tiny, tokens)
     assert "inside the model" in capsys.readouterr().out
-    ex.check_hidden_states_hook(tiny, lambda layer: f"blocks.{layer}.hook_resid_pre", 1, texts=("a cat",))
+    ex.check_hidden_states_hook(lambda layer: f"blocks.{layer}.hook_resid_pre", tiny, 1, texts=("a cat",))
     with pytest.raises(AssertionError, match="does equal blocks.0.hook_resid_post"):
-        ex.check_hidden_states_hook(tiny, lambda layer: f"blocks.{layer}.hook_resid_post", 1, texts=("a cat",))
+        ex.check_hidden_states_hook(lambda layer: f"blocks.{layer}.hook_resid_post", tiny, 1, texts=("a cat",))
     with pytest.raises(AssertionError, match="raised"):
-        ex.check_hidden_states_hook(tiny, lambda layer: 1 / 0, 1, texts=("a cat",))
+        ex.check_hidden_states_hook(lambda layer: 1 / 0, tiny, 1, texts=("a cat",))
