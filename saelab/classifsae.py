@@ -114,6 +114,9 @@ def anchor_train_config(n_steps: int, batch_size: int = 256, *, lr: float = 5e-5
                        seed=seed, log_every=log_every, max_grad_norm=None)
 
 
+paper_train_config = anchor_train_config  # the same recipe under the notebooks' word for it: "the paper"
+
+
 # ------------------------------------------------------------------------------------------------------------------
 # The loss terms
 # ------------------------------------------------------------------------------------------------------------------
@@ -332,5 +335,6 @@ def train_classifsae(vectors: torch.Tensor, predicted_labels: torch.Tensor | np.
 
 __all__ = [
     "SCALINGS", "ClassifSAE", "ClassifSAEConfig", "ClassifSAELoss", "activation_rate_loss", "anchor_train_config",
-    "centered_scale", "ghost_grad_loss", "normalized_reconstruction_loss", "train_centered", "train_classifsae",
+    "centered_scale", "ghost_grad_loss", "normalized_reconstruction_loss", "paper_train_config", "train_centered",
+    "train_classifsae",
 ]

@@ -464,10 +464,10 @@ def departures(settings: Settings, cost: Mapping[str, Any] | None = None, n_fold
         ("model and data", "Pythia 160m–1b, AG News / IMDB, ~10^5 sentences", "Gemma 3 270M; tweet sentiment "
          "(IMDB-like) and WordNet topics (AG-News-like), ~10^3 sentences", "stated"),
         ("SAE schedule", "lr 5e-5 cosine to 5e-7, many epochs", f"lr {s.sae_lr:g} cosine to {s.sae_lr / 100:g}, "
-         f"{s.sae_steps} steps of {s.sae_batch}", "stated: the anchor's lr is for far longer runs"),
+         f"{s.sae_steps} steps of {s.sae_batch}", "stated: the paper's lr is for far longer runs"),
         ("b_dec init", "0", "the data mean (Gemma's massive activation)", "stated"),
         ("input scale", "raw activations (loss weights tuned at that scale)", "scaled so the mean distance to the "
-         "mean is sqrt(d_in), folded back after training", "fixed: restores the anchor's MSE / CE balance"),
+         "mean is sqrt(d_in), folded back after training", "fixed: restores the paper's MSE / CE balance"),
         ("dead latents", "ghost grads, dead window 100 steps", "ghost grads, dead window 100 steps (AuxK off)",
          "fixed"),
         ("dead concepts in metrics", "dropped before the metrics", "activation rate over firing concepts; Δf_cond "

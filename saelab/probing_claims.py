@@ -27,7 +27,7 @@ from saelab.probing_scores import macro_f1, macro_f1_contrast
 MARGIN_F1 = 0.02
 #: the anchor's absolute level (macro-F1 > 0.8 on all of its tasks)
 ANCHOR_LEVEL = 0.8
-NOT_TRANSFERABLE = ("the anchor's 0.8 is a level reached on its own tasks and data; it says nothing about 3-class "
+NOT_TRANSFERABLE = ("the paper's 0.8 is a level reached on its own tasks and data; it says nothing about 3-class "
                     "tweet sentiment or 5-way WordNet supersenses, whose ceilings differ (compare with the "
                     "baselines instead, claim C2)")
 #: where the anchor's numbers come from, for the claims table
@@ -64,7 +64,7 @@ def task_claims(log, summary, task: str, binarization: tuple[int, int], *, margi
     out = [stats.verdict(macro_f1(y, pred(sae), n_boot=n_boot, level=level, seed=seed).estimate, null=ANCHOR_LEVEL,
                          claim=f"C1 {task}: SAE features reach macro-F1 > {ANCHOR_LEVEL:g}",
                          preconditions={"threshold transferable": (False, NOT_TRANSFERABLE)})]
-    for name, what in (("hidden state, last", "the last-token hidden state (the anchor's baseline)"),
+    for name, what in (("hidden state, last", "the last-token hidden state (the paper's baseline)"),
                        ("hidden state, mean", "the mean-pooled hidden state"), ("TF-IDF", "TF-IDF")):
         est = macro_f1_contrast(y, [pred(sae)], [pred(chosen(summary, task, name))], **opts)
         out.append(stats.verdict(est, claim=f"C2 {task}: SAE features beat {what}"))

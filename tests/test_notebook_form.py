@@ -2,12 +2,12 @@
 linked further reading, exercise versions in sync with their sources, and an exercise version that runs up to its
 first stub.
 
-Only the notebooks listed in CONVERTED are held to the form. Notebooks 03-06 join when they are converted: add the
-file's stem to CONVERTED, then give the notebook (1) a markdown cell tagged "before-class" right after the title,
-(2) exercises as a rating cell ("### Exercise NN.k · title" + "Difficulty 🔴... · Importance 🔵... · about N
-minutes") followed by a code cell tagged "exercise" (the stub's body between "# SOLUTION" and "# END SOLUTION", then
-one `exercise_checks.check_...` call), (3) a last markdown cell tagged "references" with arXiv abstract links, and
-run `make exercises`.
+Only the notebooks listed in CONVERTED are held to the form (all eight now). A new notebook joins when it is
+converted: add the file's stem to CONVERTED, then give the notebook (1) a markdown cell tagged "before-class" right
+after the title, (2) exercises as a rating cell ("### Exercise NN.k · title" + "Difficulty 🔴... · Importance 🔵...
+· about N minutes") followed by a code cell tagged "exercise" (the stub's body between "# SOLUTION" and "# END
+SOLUTION", then one `exercise_checks.check_...` call), (3) a last markdown cell tagged "references" with arXiv
+abstract links, and run `make exercises`.
 """
 
 from __future__ import annotations
@@ -23,11 +23,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = ROOT / "notebooks"
 
-# Notebooks in course form. 03-06 join when converted (see the module docstring for what that takes).
+# Notebooks in course form (all eight; a new notebook joins when converted, see the module docstring).
 CONVERTED = [
     "00_setup_and_hooks",
     "01_extracting_activations",
     "02_training_saes",
+    "03_classifsae",
+    "04_binarized_sae_features",
+    "05_polysemy",
+    "06_steering_feature_selection",
     "07_prompt_reformulation",
 ]
 MAX_CODE_LINES = 25
