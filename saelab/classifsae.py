@@ -16,23 +16,23 @@ start, Adam with a cosine schedule) is saelab's ordinary trainer: ClassifSAE plu
 its `extra_loss` / `extra_modules` hooks, with the normalised reconstruction term replacing the built-in "mse".
 
 Anchor defaults (`ClassifSAEConfig()` and `anchor_train_config`): lambdas 0.02 / 0.02 / 1, tau = 0.1, 20 class
-latents, lr 5e-5 cosine to 5e-7, and the anchor's dead-latent revival, **ghost grads** (its config sets
+latents, lr 5e-5 cosine to 5e-7, and the paper's dead-latent revival, **ghost grads** (its config sets
 `use_ghost_grads=True` with a dead window of 100 steps; the loss is lambda_mse * (L_mse + L_ghost)): a latent that
 has not fired for `dead_window` steps gets gradient through an exponential of its pre-activation, fitted to the
-residual (`ghost_grad_loss`, SAELens 3.13's rule, which the anchor copies). saelab's AuxK stays off.
+residual (`ghost_grad_loss`, SAELens 3.13's rule, which the paper copies). saelab's AuxK stays off.
 
 Two deviations, on purpose, both about scale:
 
 - b_dec starts at the data mean, not 0. Gemma 3's residual stream carries a constant of about 33,000 in one
-  dimension at the last block; from b_dec = 0 the latents would have to carry it (the anchor's models have no such
-  massive activation). `anchor_train_config(b_dec_init="zeros")` restores the anchor's choice.
+  dimension at the last block; from b_dec = 0 the latents would have to carry it (the paper's models have no such
+  massive activation). `anchor_train_config(b_dec_init="zeros")` restores the paper's choice.
 - inputs are scaled by their **centred** norm during training (`normalize_activations="centered"`: the average
   distance to the data mean becomes sqrt(d_in); the factor is folded back into the weights afterwards). L_mse and
-  L_ar grow linearly with the activations' scale while the cross-entropy does not, so the anchor's weights only
+  L_ar grow linearly with the activations' scale while the cross-entropy does not, so the paper's weights only
   balance at its models' scale. Scaling by the raw norm (SAELens' "expected_average_only_in", still offered)
   lets Gemma's massive dimension set the scale and shrinks the informative part to ~4 of ~25, so the head's
   cross-entropy alone shapes z_class; scaling by the centred norm gives lambda_mse * L_mse ~ 0.5 at the start, near
-  the anchor's balance. On raw vectors (`"none"`, distances to the mean of ~5,000) the reconstruction term swamps
+  the paper's balance. On raw vectors (`"none"`, distances to the mean of ~5,000) the reconstruction term swamps
   the head and the class latents die (measured on tweet-sentiment: z_class activation rate 0.0-0.2%).
 """
 
@@ -59,7 +59,7 @@ SCALINGS = ("centered", "expected_average_only_in", "none")
 
 @dataclass
 class ClassifSAEConfig:
-    """ClassifSAE's architecture and loss weights; the defaults are the anchor's, except the input scaling
+    """ClassifSAE's architecture and loss weights; the defaults are the paper's, except the input scaling
     ("centered", see the module docstring)."""
 
     n_classes: int
@@ -72,8 +72,8 @@ class ClassifSAEConfig:
     activation_rate: float = 0.1  # tau: the share of a batch on which a latent may fire without penalty
     detach_after: float = 0.5  # fraction of training after which z_class is detached before decoding
     normalize_activations: str = "centered"  # or "expected_average_only_in" or "none" (see the module docstring)
-    ghost_grads: bool = True  # the anchor's dead-latent revival
-    dead_window: int = 100  # steps without firing after which a latent counts as dead (the anchor's window)
+    ghost_grads: bool = True  # the paper's dead-latent revival
+    dead_window: int = 100  # steps without firing after which a latent counts as dead (the paper's window)
 
     def __post_init__(self) -> None:
         if self.n_classes < 2:
@@ -106,8 +106,8 @@ class ClassifSAEConfig:
 
 def anchor_train_config(n_steps: int, batch_size: int = 256, *, lr: float = 5e-5, min_lr: float = 5e-7,
                         seed: int = 0, b_dec_init: str = "mean", log_every: int = 25) -> TrainConfig:
-    """The anchor's optimiser settings: Adam, lr cosine-decayed over the whole run from `lr` to `min_lr`, no
-    warm-up, no gradient clipping. saelab's AuxK is off: the anchor revives dead latents with ghost grads, which
+    """The paper's optimiser settings: Adam, lr cosine-decayed over the whole run from `lr` to `min_lr`, no
+    warm-up, no gradient clipping. saelab's AuxK is off: the paper revives dead latents with ghost grads, which
     `ClassifSAEConfig(ghost_grads=True)` adds to the loss."""
     return TrainConfig(n_steps=n_steps, batch_size=batch_size, lr=lr, min_lr=min_lr, decay="cosine",
                        decay_fraction=1.0, warmup_steps=0, aux_k_coefficient=0.0, b_dec_init=b_dec_init,
@@ -123,7 +123,7 @@ paper_train_config = anchor_train_config  # the same recipe under the notebooks'
 
 
 def normalized_reconstruction_loss(x: torch.Tensor, x_hat: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
-    """Mean over the batch of ||x_hat - x||^2 / ||x - mean_batch(x)|| (the anchor's "dense_batch" MSE)."""
+    """Mean over the batch of ||x_hat - x||^2 / ||x - mean_batch(x)|| (the paper's "dense_batch" MSE)."""
     distance = (x - x.mean(0, keepdim=True)).norm(dim=-1)
     return ((x_hat - x).pow(2).sum(-1) / (distance + eps)).mean()
 
@@ -148,12 +148,12 @@ def _dense_batch_mse(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-6
 
 def ghost_grad_loss(x: torch.Tensor, x_hat: torch.Tensor, pre_acts: torch.Tensor, W_dec: torch.Tensor,
                     dead: torch.Tensor) -> torch.Tensor:
-    """Ghost grads (SAELens 3.13, as the anchor uses them): the dead latents, through exp(pre-activation), decode
+    """Ghost grads (SAELens 3.13, as the paper uses them): the dead latents, through exp(pre-activation), decode
     a vector rescaled to half the residual's norm; its dense-batch-normalised error against the residual, reweighted
     elementwise to the size of the reconstruction error, averaged. Only the dead latents receive its gradient.
 
     The exponential is taken after subtracting each row's largest dead pre-activation (detached): the per-row norm
-    rescaling undoes any per-row factor, so value and gradient are the anchor's, without overflow.
+    rescaling undoes any per-row factor, so value and gradient are the paper's, without overflow.
     """
     residual = x - x_hat
     h = pre_acts[:, dead]
@@ -170,7 +170,7 @@ class ClassifSAELoss:
     """The `extra_loss` for `saelab.train_sae`: normalised reconstruction ("mse", replacing the built-in term),
     activation-rate loss and the head's cross-entropy, with z_class detached before decoding late in training; with
     `cfg.ghost_grads`, ghost grads for the latents that have not fired for `cfg.dead_window` steps (weighted by
-    lambda_mse, as the anchor's loss is lambda_mse * (L_mse + L_ghost))."""
+    lambda_mse, as the paper's loss is lambda_mse * (L_mse + L_ghost))."""
 
     def __init__(self, cfg: ClassifSAEConfig, head: nn.Linear, n_steps: int, label_key: str = "label"):
         self.cfg, self.head, self.n_steps, self.label_key = cfg, head, int(n_steps), label_key

@@ -13,7 +13,7 @@ test split:
                         (tvd_cond) against the un-ablated decode, averaged over the concepts that fire
   concept_sim           Jenks two-class split of each concept's activations; mean pairwise cosine (sentence
                         encoder) within the upper groups, pooled over concepts (weighted by number of pairs)
-  sentence_sim          SentenceSim(k), k = 1..4, as the anchor averages it: for each sentence, the mean cosine to
+  sentence_sim          SentenceSim(k), k = 1..4, as the paper averages it: for each sentence, the mean cosine to
                         the sentences sharing exactly k of its top-5 concepts (top-5 of the signed activations,
                         non-zero); then the mean over the sentences that have such partners
   prediction_agreement  per sentence: is the prediction from x_hat (rescaled) the prediction from x (RAcc's items)
@@ -38,7 +38,7 @@ from saelab.models import quiet_transformers
 
 
 def rescale_to_norm(x_hat: torch.Tensor, x: torch.Tensor, eps: float = 1e-9) -> torch.Tensor:
-    """x_hat scaled row by row to the norm of x (the anchor rescales every reconstruction before splicing it)."""
+    """x_hat scaled row by row to the norm of x (the paper rescales every reconstruction before splicing it)."""
     return x_hat * (x.norm(dim=-1, keepdim=True) / x_hat.norm(dim=-1, keepdim=True).clamp_min(eps))
 
 
@@ -70,7 +70,7 @@ def concept_firing(concepts: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:
 def activation_rate(concepts: torch.Tensor, eps: float = 1e-6, alive_only: bool = False) -> float:
     """Mean over concepts of the share of sentences on which the concept fires.
 
-    alive_only: average over the concepts that fire at least once (the anchor drops dead concepts first); NaN when
+    alive_only: average over the concepts that fire at least once (the paper drops dead concepts first); NaN when
     none fires.
     """
     rate = concept_firing(concepts, eps).double().mean(0)
@@ -222,7 +222,7 @@ def top_concepts(concepts: torch.Tensor | np.ndarray, top: int = 5, eps: float =
                  signed: bool = True) -> np.ndarray:
     """Boolean [n, m]: each sentence's `top` largest concepts that fire (fewer when fewer fire).
 
-    signed=True ranks by the signed activation, as the anchor does (`torch.topk` on the activations, then the
+    signed=True ranks by the signed activation, as the paper does (`torch.topk` on the activations, then the
     non-zero ones), so a strongly negative ICA component is not a top concept; signed=False ranks by |a|.
     """
     a = np.asarray(torch.as_tensor(concepts).double())
@@ -235,7 +235,7 @@ def top_concepts(concepts: torch.Tensor | np.ndarray, top: int = 5, eps: float =
 def sentence_sim_per_sentence(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | torch.Tensor,
                               ks: Sequence[int] = (1, 2, 3, 4), top: int = 5, eps: float = 1e-6) -> np.ndarray:
     """[n, len(ks)]: for each sentence and k, its mean cosine to the other sentences that share exactly k of its
-    top-`top` concepts (NaN when no sentence does). The anchor's SentenceSim(k) is the column's mean over sentences."""
+    top-`top` concepts (NaN when no sentence does). The paper's SentenceSim(k) is the column's mean over sentences."""
     member = top_concepts(concepts, top, eps).astype(np.float64)
     unit = _unit_rows(embeddings)
     if len(member) != len(unit):
@@ -254,7 +254,7 @@ def sentence_sim_per_sentence(concepts: torch.Tensor | np.ndarray, embeddings: n
 
 def sentence_sim(concepts: torch.Tensor | np.ndarray, embeddings: np.ndarray | torch.Tensor,
                  ks: Sequence[int] = (1, 2, 3, 4), top: int = 5, eps: float = 1e-6) -> dict[int, dict[str, float]]:
-    """SentenceSim(k), averaged per sentence as the anchor does (see `sentence_sim_per_sentence`).
+    """SentenceSim(k), averaged per sentence as the paper does (see `sentence_sim_per_sentence`).
 
     Returns {k: {"mean_cosine", "n_sentences"}}: the mean over the `n_sentences` sentences that have at least one
     partner sharing exactly k concepts (mean_cosine is NaN when none has).

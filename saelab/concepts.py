@@ -114,7 +114,7 @@ def pick_latents_l1(codes: torch.Tensor, labels: np.ndarray, n_concepts: int = 2
 
     The codes are scaled to unit variance; C grows along `Cs` until at least `n_concepts` latents have a non-zero
     coefficient, and the `n_concepts` with the largest |coefficient| (over classes) are returned. Fit this on the
-    train split (the anchor fits it on test data, which leaks the test labels into the choice).
+    train split (the paper fits it on test data, which leaks the test labels into the choice).
     """
     from scipy import sparse
     from sklearn.linear_model import LogisticRegression
@@ -380,7 +380,7 @@ def evaluate_explainer(explainer: ConceptExplainer, classifier: PromptedClassifi
     row = {
         "method": explainer.name,
         "racc": concept_metrics.recovery_accuracy(classifier.predict_from_hidden, x, explainer.decode(a)),
-        "activation_rate": concept_metrics.activation_rate(a, alive_only=True),  # dead concepts dropped (anchor)
+        "activation_rate": concept_metrics.activation_rate(a, alive_only=True),  # dead concepts dropped (paper)
         "delta_f_cond": causal["delta_f_cond"],
         "tvd_cond": causal["tvd_cond"],
         "n_firing_concepts": causal["n_firing_concepts"],

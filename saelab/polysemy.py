@@ -10,9 +10,9 @@ when both contexts have the same top-1 latent. With positive = same latent:
 Specificity TN / (TN + FP) is the sense-separation score: how often different senses get different latents. Recall
 says how often one sense keeps one latent. A model that always answers "same" has recall 1 and specificity 0.
 
-Faithful mode (the anchor's rules) skips pairs whose target is not one token in the prompt and counts them; this
+Faithful mode (the paper's rules) skips pairs whose target is not one token in the prompt and counts them; this
 module also counts every other skip (a target missing from its context, an empty word) by reason, never dropping a
-pair silently. Variants the anchor's reviewers asked for: top-k overlap (Jaccard@k) instead of top-1 identity, a
+pair silently. Variants the paper's reviewers asked for: top-k overlap (Jaccard@k) instead of top-1 identity, a
 threshold sweep over a continuous pair score (ROC, AUROC), and reading the word's occurrence in the context instead
 of the template copy. Baselines: a randomly initialised SAE of the same shape, and the hook's raw units (argmax over
 the model's own dimensions), scored by the same code.
@@ -197,7 +197,7 @@ def prepare_pairs(pairs: Sequence[WiCPair], tokenizer, *, template: str = TEMPLA
 
     Skip reasons: "empty target word"; "target absent from context 1/2" (the word, as a whole word, is not in the
     context and the pair gives no span); "multi-token target" (the template's copy of the word is more than one
-    token, the anchor's faithful rule; pass multi_token="last" to read its last token instead); "target not found
+    token, the paper's faithful rule; pass multi_token="last" to read its last token instead); "target not found
     as a token in the prompt" (no token covers the word, e.g. a tokenizer without character offsets).
 
     The template copy is located by its exact character span, not by searching for the word: for the target

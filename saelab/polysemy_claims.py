@@ -165,7 +165,7 @@ def claims(results: Mapping[Any, PSEvalResult], sweeps: Mapping[str, Mapping[Any
 
 
 def verdict_table(verdicts: Sequence[stats.Verdict], saes, *, smoke: bool):
-    """The claims table with the anchor's numbers, gated on the SAEs' quality; a smoke run says it is no finding."""
+    """The claims table with the paper's numbers, gated on the SAEs' quality; a smoke run says it is no finding."""
     return zoo.verdict_table(verdicts, saes, smoke=smoke, paper_numbers=PAPER_NUMBERS)
 
 

@@ -237,7 +237,7 @@ def evaluate_raw(probe_acts: ProbeActivations, hook: str, read: str = "template"
 
 
 def random_sae_like(sae, seed: int = 0, keep_b_dec: bool = True):
-    """A randomly initialised SAE of the same shape and architecture (untrained: the baseline the anchor lacked).
+    """A randomly initialised SAE of the same shape and architecture (untrained: the baseline the paper lacked).
 
     Encoder and decoder are saelab's random initialisation. With `keep_b_dec` (default) the decoder bias is the
     trained SAE's: saelab's trainer starts b_dec at the data's geometric median, so a random SAE at step 0 is

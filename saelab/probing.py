@@ -9,10 +9,10 @@ The recipe of MOSAIC (arXiv 2502.11367), step by step:
 
 Poolings of per-token SAE codes z [tokens, d_sae] over a text:
 
-    topn  the anchor's: each token votes for its `top_n` largest active latents (one-hot), votes summed over tokens
+    topn  the paper's: each token votes for its `top_n` largest active latents (one-hot), votes summed over tokens
     mean / max / sum / last   the usual reductions over tokens (last = the text's last counted token)
 
-Real tokens only, by default. The anchor pools every position of its padded batch, BOS and padding included: the
+Real tokens only, by default. The paper pools every position of its padded batch, BOS and padding included: the
 faithful mode does the same (`saelab.probing_padded.padded_tokens` runs the padded batches and keeps every
 position, with what kind of position each row is), so the difference can be measured rather than argued. A text's
 padding depends on its batch-mates, so faithful features change with batch size and order, one reason the fixed
@@ -52,7 +52,7 @@ from saelab.probing_zeroshot import ZeroShot, label_logits, label_token_ids, zer
 POOLINGS = ("topn", "mean", "max", "sum", "last")
 CLASSIFIERS = ("logreg", "tree")
 DEFAULT_CS = (0.01, 0.1, 1.0)  # the C grid searched by cross-validation (inverse L2 strength)
-TREE_DEPTHS = (3, 5, 7, 9, None)  # the tree depths searched by cross-validation (the anchor's grid, plus unpruned)
+TREE_DEPTHS = (3, 5, 7, 9, None)  # the tree depths searched by cross-validation (the paper's grid, plus unpruned)
 TREE_MIN_LEAF = (1, 4)  # and the least samples per leaf
 
 
@@ -118,7 +118,7 @@ def sae_features(sae, tokens: Activations | PaddedTokens, *, hook: str | None = 
 
     tokens: a token-level extraction (`saelab.extract(..., pooling="none")`: real tokens only, BOS skipped) or
         `saelab.probing_padded.padded_tokens(...)` (every position of padded batches).
-    faithful: with `PaddedTokens`, pool every row, BOS and padding included, as the anchor does; otherwise
+    faithful: with `PaddedTokens`, pool every row, BOS and padding included, as the paper does; otherwise
         pool real tokens only. Plain `Activations` hold real tokens only, so faithful=True needs `PaddedTokens`.
     Features are returned sparse (SAE codes mostly are), so wide SAEs on thousands of texts fit in memory.
     """
@@ -165,7 +165,7 @@ def sae_features(sae, tokens: Activations | PaddedTokens, *, hook: str | None = 
 def binarize(X, threshold: float = 1.0):
     """``X > threshold`` as 0/1 floats, in X's own kind (numpy array, scipy sparse matrix or torch tensor).
 
-    The anchor's threshold is 1.0 on top-n counts: a latent is "on" for a text when it won a top-n slot on more
+    The paper's threshold is 1.0 on top-n counts: a latent is "on" for a text when it won a top-n slot on more
     than one token. Pooled SAE features are non-negative, so a negative threshold (every zero becomes a one) and a
     threshold at or above the largest value (everything becomes zero) are errors.
     """
@@ -173,7 +173,7 @@ def binarize(X, threshold: float = 1.0):
         raise ValueError(f"threshold must be a finite number, got {threshold!r}.")
     if threshold < 0:
         raise ValueError(f"threshold={threshold} is out of range: pooled SAE features are >= 0, so a negative "
-                         "threshold would switch every absent latent on. Use a threshold >= 0 (the anchor: 1.0).")
+                         "threshold would switch every absent latent on. Use a threshold >= 0 (the paper: 1.0).")
     largest = max_value(X)
     if threshold >= largest:
         raise ValueError(f"threshold={threshold} is out of range: no value exceeds it (the largest is {largest:g}), "
@@ -266,10 +266,10 @@ def fit_probe(X_train, y_train, X_test, y_test, classifier: str = "logreg", *, C
     """Fit a classifier on the training features and score macro-F1 (with a bootstrap interval) on the test set.
 
     classifier: ``"logreg"``: class-weighted logistic regression (L2) after scaling, C chosen among `Cs`
-        by stratified `cv`-fold cross-validation on macro-F1 (the anchor's class-weighted linear probe; with a
+        by stratified `cv`-fold cross-validation on macro-F1 (the paper's class-weighted linear probe; with a
         single C there is nothing to choose and it is fitted once). ``"tree"``: a class-weighted decision tree,
         pruned by cross-validation: `max_depth="cv"` (default) picks its depth among `depths` and its
-        `min_samples_leaf` among `leaves` by stratified `cv`-fold macro-F1 on the training texts (the anchor's
+        `min_samples_leaf` among `leaves` by stratified `cv`-fold macro-F1 on the training texts (the paper's
         grid search); an int or None fixes the depth (None = grown until pure, scikit-learn's default).
 
     `params["cv_f1"]` is the mean cross-validated macro-F1 of the chosen setting on the *training* texts (NaN when

@@ -3,8 +3,8 @@
 The feature source compared in each claim is the variant its training split chose (`probing_eval.best_per_source`,
 by cross-validated macro-F1), never the best test score. The claims, per task:
 
-    C1  macro-F1 > 0.8 with SAE features            not testable: the threshold is the anchor's, on other tasks
-    C2  SAE features beat the last-token hidden state (the anchor's baseline), the mean-pooled hidden state, and
+    C1  macro-F1 > 0.8 with SAE features            not testable: the threshold is the paper's, on other tasks
+    C2  SAE features beat the last-token hidden state (the paper's baseline), the mean-pooled hidden state, and
         TF-IDF (logistic regression)                  paired difference of macro-F1 > 0
     C3  binarization maintains or improves: top-n counts > t against the counts themselves, non-inferiority with a
         margin declared before the run (MARGIN_F1)   paired difference >= -margin
@@ -25,12 +25,12 @@ from saelab.probing_scores import macro_f1, macro_f1_contrast
 
 #: declared before the run: "binarization maintains macro-F1" holds when binarized - continuous >= -MARGIN_F1
 MARGIN_F1 = 0.02
-#: the anchor's absolute level (macro-F1 > 0.8 on all of its tasks)
+#: the paper's absolute level (macro-F1 > 0.8 on all of its tasks)
 ANCHOR_LEVEL = 0.8
 NOT_TRANSFERABLE = ("the paper's 0.8 is a level reached on its own tasks and data; it says nothing about 3-class "
                     "tweet sentiment or 5-way WordNet supersenses, whose ceilings differ (compare with the "
                     "baselines instead, claim C2)")
-#: where the anchor's numbers come from, for the claims table
+#: where the paper's numbers come from, for the claims table
 PAPER_NUMBERS = {"C1": "macro-F1 > 0.8 on all tasks", "C2": "SAE features beat the hidden-state and TF-IDF baselines",
                  "C3": "binarization maintains or improves macro-F1",
                  "C4": "trees: 0.94 on binarized SAE features vs 0.80 on hidden states (English toxicity)"}

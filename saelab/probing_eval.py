@@ -154,7 +154,7 @@ def best_per_source(sources: Mapping[str, Any], tasks: Sequence[str], classifier
     DataFrame with task, features, classifier and `columns`.
 
     `by="cv_f1"` (default) chooses by cross-validated macro-F1 on the *training* texts (`fit_probe` records it), so
-    the test texts only score the choice; `by="macro_f1"` picks the best test score, as the anchor reports its best
+    the test texts only score the choice; `by="macro_f1"` picks the best test score, as the paper reports its best
     (optimistic, and more so for a source with more variants). Ties keep the first row.
     """
     import pandas as pd

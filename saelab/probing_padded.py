@@ -1,8 +1,8 @@
-"""notebook 04: padded-batch token rows, BOS and padding kept: what MOSAIC's anchor pools.
+"""notebook 04: padded-batch token rows, BOS and padding kept: what MOSAIC's paper pools.
 
 `padded_tokens(model, texts, hook)` runs texts in padded batches, as a Hugging Face pipeline does, and keeps every
 position with its kind (REAL, BOS or PAD). `saelab.probing.sae_features(..., faithful=True)` pools every row, as the
-anchor does; `faithful=False` keeps the real tokens only.
+paper does; `faithful=False` keeps the real tokens only.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ class PaddedTokens:
 
     `activations` is an ordinary token-level `Activations` whose rows for text i are all columns of its batch row
     (width = longest text in its batch). Pool with `saelab.probing.sae_features(..., faithful=True)` to include
-    every row, as the anchor does, or `faithful=False` to keep REAL rows only.
+    every row, as the paper does, or `faithful=False` to keep REAL rows only.
     """
 
     activations: Activations
@@ -59,7 +59,7 @@ def padded_tokens(model, texts: Sequence[str], hook: str | Sequence[str], *, bat
                   max_length: int = 512, cache: bool | str | Path | None = True, progress: bool = True) -> PaddedTokens:
     """Run `texts` in padded batches of `batch_size`, in the order given, and keep every position of every row.
 
-    This is how the anchor's Hugging Face pipeline sees a text: the tokenizer pads a batch to its longest text
+    This is how the paper's Hugging Face pipeline sees a text: the tokenizer pads a batch to its longest text
     (on the tokenizer's own side; Gemma pads on the left), the model runs with the attention mask, and
     `hidden_states[L]` holds a vector at every position, padding included. Only the rows' *kinds* are recorded
     here; which rows to pool is decided later (`saelab.probing.sae_features(..., faithful=...)`).

@@ -38,7 +38,7 @@ RANDOM, OUTPUT, DTC = "random", "output score", "Delta Token Confidence"
 UP, DOWN = "Delta C up", "Delta C down"
 ARMS = (RANDOM, OUTPUT, UP, DOWN)
 METHODS = (RANDOM, OUTPUT, DTC)
-#: the anchor's numbers (Gemma-2-2B; methods.md section 4)
+#: the paper's numbers (Gemma-2-2B; methods.md section 4)
 PAPER_TAU = 0.298
 PAPER_NUMBERS = {"M1": "0.328 vs 0.233 (Gemma-2-2B)", "M2": "0.233 vs 0.133 (Gemma-2-2B)",
                  "M3": "0.328 vs 0.133 (Gemma-2-2B)", "T1": "τb ≈ 0.30", "T2": "τb ≈ 0 after ΔC selection"}

@@ -19,7 +19,7 @@ from saelab.models import model_name
 from saelab.zoo_spec import SAESpec
 
 NOTEBOOKS = ("02", "04", "05", "06", "07")
-#: notebook 04's early / middle / late residual streams (the anchor: about 25 / 45 / 70% deep)
+#: notebook 04's early / middle / late residual streams (the paper: about 25 / 45 / 70% deep)
 PROBE_DEPTHS = {"early": 0.28, "middle": 0.45, "late": 0.67}
 #: notebooks 02 and 06: one hook, 12 SAEs of four architectures at three sparsities
 SWEEP_DEPTH = 0.34
