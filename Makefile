@@ -69,10 +69,10 @@ test: $(STAMP) system-deps lint
 	$(MAKE) --no-print-directory test-second-architecture
 	$(MAKE) --no-print-directory test-browser
 
-## Notebooks 00-06 in smoke mode on a second architecture: a tiny random GPT-2 built in code (SAELAB_MODEL picks the
+## Notebooks 00-07 in smoke mode on a second architecture: a tiny random GPT-2 built in code (SAELAB_MODEL picks the
 ## model every notebook loads), so that no notebook depends on Gemma 3's layout; part of `make test`
 test-second-architecture: $(STAMP)
-	SAELAB_SMOKE=1 SAELAB_MODEL=tiny-gpt2 $(PY) -m pytest --nbval-lax notebooks/0[0-6]_*.ipynb -p no:cacheprovider
+	SAELAB_SMOKE=1 SAELAB_MODEL=tiny-gpt2 $(PY) -m pytest --nbval-lax notebooks/0[0-7]_*.ipynb -p no:cacheprovider
 
 ## ruff over the library, tests, benchmarks and scripts (configured in pyproject.toml); part of `make test`
 lint: $(STAMP)

@@ -155,17 +155,18 @@ def test_rendering_hides_solutions_and_keeps_checks():
     assert out["cells"][2]["outputs"] == [] and nb["cells"][2]["source"] == source  # the source is not modified
 
 
-def test_exercise_version_runs_to_its_first_stub(tmp_path):
-    """Notebook 00's exercise version, in smoke mode on the tiny random GPT-2 (seconds, not a 270M model): every
-    cell before the first exercise runs, and the first exercise stops with the stub's NotImplementedError."""
+@pytest.mark.parametrize("stem", CONVERTED)
+def test_exercise_version_runs_to_its_first_stub(stem, tmp_path):
+    """Each exercise version, in smoke mode on the tiny random GPT-2 (seconds, not a 270M model): every cell before
+    the first exercise runs, and the first exercise stops with the stub's NotImplementedError."""
     nbformat = pytest.importorskip("nbformat")
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError
 
-    nb = nbformat.read(NOTEBOOKS / "exercises" / "00_setup_and_hooks.ipynb", as_version=4)
+    nb = nbformat.read(NOTEBOOKS / "exercises" / f"{stem}.ipynb", as_version=4)
     first = next(i for i, c in enumerate(nb.cells) if "exercise" in c.metadata.get("tags", []))
     env = {**os.environ, "SAELAB_SMOKE": "1", "SAELAB_MODEL": "tiny-gpt2", "MPLBACKEND": "Agg"}
-    client = NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
+    client = NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}})
     with client.setup_kernel(env=env):
         for i, cell in enumerate(nb.cells[:first + 1]):
             if cell.cell_type != "code":
@@ -173,10 +174,10 @@ def test_exercise_version_runs_to_its_first_stub(tmp_path):
             try:
                 client.execute_cell(cell, i)
             except CellExecutionError as error:
-                assert i == first, f"cell {i} failed before the first exercise (cell {first}): {error}"
+                assert i == first, f"{stem}: cell {i} failed before the first exercise (cell {first}): {error}"
                 assert "NotImplementedError" in str(error), error
                 return
-    pytest.fail(f"the first exercise (cell {first}) ran without raising NotImplementedError")
+    pytest.fail(f"{stem}: the first exercise (cell {first}) ran without raising NotImplementedError")
 
 
 def test_set_smoke_switches_the_process_the_zoo_included(monkeypatch):
