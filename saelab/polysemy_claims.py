@@ -68,6 +68,7 @@ def plot_sweep(ax, frame, title: str, xlabel: str, log: bool = False, d_model: i
     """
     x = list(range(len(frame))) if not log else frame.index.tolist()
     err = np.array([frame.specificity - frame.spec_low, frame.spec_high - frame.specificity])
+    # ax.errorbar, not seaborn: the intervals are precomputed bootstrap ones, which seaborn would recompute wrongly
     ax.errorbar(x, frame.specificity, yerr=err, fmt="o-", color="tab:blue", capsize=3, label="SAE specificity")
     ax.plot(x, frame.recall, "o--", color="tab:blue", alpha=0.6, label="SAE recall")
     ax.plot(x, frame.random_specificity, "s-", color="tab:gray", label="random SAE specificity")

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
+import seaborn as sns
 
 from saelab.probing import binarize_pair, fit_probe, max_value
 from saelab.tasks import stratified_sample
@@ -175,31 +176,33 @@ def best_per_source(sources: Mapping[str, Any], tasks: Sequence[str], classifier
 
 
 def plot_heatmap(ax, table, title: str, ylabels: Sequence[str] | None = None):
-    """A macro-F1 heat map of a (rows x columns) table on `ax`, values written in the cells; returns the image."""
-    values = np.asarray(table.values, dtype=float)
-    image = ax.imshow(values, vmin=0, vmax=1, cmap="viridis", aspect="auto")
-    for i in range(values.shape[0]):
-        for j in range(values.shape[1]):
-            ax.text(j, i, f"{values[i, j]:.2f}", ha="center", va="center",
-                    color="white" if values[i, j] < 0.6 else "black", fontsize=9)
-    ax.set(xticks=range(values.shape[1]), xticklabels=list(table.columns), yticks=range(values.shape[0]),
-           yticklabels=list(ylabels) if ylabels is not None else [], title=title)
-    return image
+    """A macro-F1 heat map of a (rows x columns) table on `ax`, values written in the cells; returns the image (for
+    a shared colour bar: none is drawn here)."""
+    sns.heatmap(table.astype(float), vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 9},
+                cbar=False, yticklabels=list(ylabels) if ylabels is not None else False, ax=ax)
+    ax.set(title=title)
+    return ax.collections[-1]
 
 
 def plot_source_bars(ax, frame, sources: Sequence[str]):
-    """Bars of the best macro-F1 per feature source and classifier, with bootstrap-interval error bars."""
-    x = np.arange(len(sources))
-    for k, (clf, color) in enumerate(CLASSIFIER_COLORS.items()):
-        rows = frame[frame.classifier == clf].set_index("features").loc[list(sources)]
-        ax.bar(x + 0.36 * k - 0.18, rows.macro_f1, 0.34, color=color, label=clf,
-               yerr=[rows.macro_f1 - rows.ci_low, rows.ci_high - rows.macro_f1], capsize=3)
-    ax.set(xticks=x, xticklabels=[s.replace(", ", "\n") for s in sources], ylim=(0, 1))
+    """Bars of the best macro-F1 per feature source and classifier, with bootstrap-interval error bars (the caller
+    places the legend and the axis labels)."""
+    sns.barplot(frame, x="features", y="macro_f1", hue="classifier", order=list(sources),
+                hue_order=list(CLASSIFIER_COLORS), palette=CLASSIFIER_COLORS, saturation=1, errorbar=None, ax=ax)
+    ax.get_legend().remove()
+    # the intervals are the precomputed bootstrap ones (seaborn would recompute its own): one error bar per bar
+    for clf, bars in zip(CLASSIFIER_COLORS, list(ax.containers)):
+        rows = frame[frame.classifier == clf].set_index("features").loc[list(sources)].dropna(subset=["macro_f1"])
+        ax.errorbar([b.get_x() + b.get_width() / 2 for b in bars], rows.macro_f1, fmt="none", color="k", capsize=3,
+                    yerr=[rows.macro_f1 - rows.ci_low, rows.ci_high - rows.macro_f1])
+    ax.set(xticks=range(len(sources)), xticklabels=[s.replace(", ", "\n") for s in sources], ylim=(0, 1), xlabel="",
+           ylabel="")
 
 
 def plot_threshold_sweep(ax, sweeps: Mapping[str, Any], continuous: Mapping[str, float], thresholds: Sequence[float]):
     """Macro-F1 against the threshold per classifier ``{clf: sweep table}`` with interval error bars, and each
     classifier's score on the continuous counts as a dotted line."""
+    # ax.errorbar, not seaborn: the intervals are precomputed bootstrap ones, which seaborn would recompute wrongly
     for clf, frame in sweeps.items():
         color = CLASSIFIER_COLORS[clf]
         ax.errorbar(frame.threshold, frame.macro_f1, yerr=[frame.macro_f1 - frame.ci_low,

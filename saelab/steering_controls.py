@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+import seaborn as sns
 import torch
 
 from saelab import stats
@@ -209,11 +210,8 @@ def plot_concept_by_alpha(concept: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
-    for group, color in ((OWN, "tab:blue"), (RANDOM_DIRECTION, "tab:gray")):
-        g = concept[concept.group == group].groupby("alpha")["concept"]
-        mean, se = g.mean(), g.std().fillna(0) / np.sqrt(g.count())
-        ax.plot(mean.index, mean.values, "o-", color=color, label=group)
-        ax.fill_between(mean.index, mean - se, mean + se, color=color, alpha=0.2)
+    sns.lineplot(concept, x="alpha", y="concept", hue="group", hue_order=[OWN, RANDOM_DIRECTION],
+                 palette={OWN: "tab:blue", RANDOM_DIRECTION: "tab:gray"}, errorbar="se", marker="o", ax=ax)
     ax.set(xlabel="alpha (units of the latent's top activation)", ylabel="judge-free concept rating",
            title="Known-answer check: concept of latents with an obvious concept")
     ax.legend(fontsize=8)

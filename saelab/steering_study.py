@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
+import seaborn as sns
 import torch
 from tqdm.auto import tqdm
 
@@ -84,13 +84,14 @@ def plot_scores_by_method(by_method):
     import matplotlib.pyplot as plt
 
     methods, means = list(by_method.columns), by_method.mean()
+    scores = by_method.melt(var_name="method", value_name="score")  # one row per (SAE, method)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    ax.bar(range(len(methods)), means.values, color=["#999", "tab:blue", "tab:orange"][:len(methods)], alpha=0.6)
-    for x, method in enumerate(methods):
-        ax.scatter(np.full(len(by_method), x) + np.linspace(-0.15, 0.15, len(by_method)), by_method[method], s=14,
-                   color="k", zorder=3)
+    sns.barplot(scores, x="method", y="score", hue="method", order=methods, errorbar=None, alpha=0.6, legend=False,
+                palette=["#999", "tab:blue", "tab:orange"][:len(methods)], ax=ax)
+    sns.swarmplot(scores, x="method", y="score", order=methods, color="k", size=4, ax=ax)
     ax.set_xticks(range(len(methods)), [f"{m}\n(mean {means[m]:.3f})" for m in methods])
-    ax.set(ylabel="steering score (held-out prompts)", title="Steering score by selection method (dots: SAEs)")
+    ax.set(xlabel="", ylabel="steering score (held-out prompts)",
+           title="Steering score by selection method (dots: SAEs)")
     plt.tight_layout()
     plt.show()
 

@@ -20,10 +20,11 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
+import seaborn as sns
 import torch
 
 from saelab.latents import HIST_BINS, HIST_LOG10_RANGE, LatentRecords, logit_lens
-from saelab.metrics import activation_density_histogram
 
 # ------------------------------------------------------------------------------------------------------------------
 # Rendering
@@ -65,14 +66,15 @@ def plot_activation_histogram(records: LatentRecords, latent: int, ax=None):
 
     i = records.position(latent)
     counts = records.hist_counts[i].numpy()
-    edges = 10 ** np.linspace(*HIST_LOG10_RANGE, HIST_BINS + 1)
+    edges = np.linspace(*HIST_LOG10_RANGE, HIST_BINS + 1)  # log10 units, as seaborn's log_scale takes its bins
     if ax is None:
         _, ax = plt.subplots(figsize=(4, 2.6))
     used = np.nonzero(counts)[0]
     if len(used):
         a, b = max(0, used[0] - 1), min(HIST_BINS, used[-1] + 2)
-        ax.stairs(counts[a:b], edges[a:b + 1], fill=True, color="tab:orange")
-        ax.set_xscale("log")
+        # the counts are binned already: one value per bin (its centre), weighted by the bin's count
+        sns.histplot(x=10 ** ((edges[a:b] + edges[a + 1:b + 1]) / 2), weights=counts[a:b],
+                     bins=edges[a:b + 1].tolist(), log_scale=True, color="tab:orange", ax=ax)
     else:
         ax.text(0.5, 0.5, "never fired", ha="center", va="center", transform=ax.transAxes)
     ax.set(xlabel="activation", ylabel="tokens", title=f"latent {latent}: activations where it fires")
@@ -193,12 +195,15 @@ def plot_feature_density(densities: dict[str, torch.Tensor], ax=None, bins: int 
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
-    edges = np.linspace(-6, 0, bins + 1)
+    labels, frames = [], []
     for name, density in densities.items():
-        h = activation_density_histogram(density, bins=edges)
-        ax.stairs(h["counts"], h["edges"], label=f"{name} ({h['n_dead']} dead)")
+        density = density.double().cpu()
+        labels.append(f"{name} ({int((density == 0).sum())} dead)")
+        frames.append(pd.DataFrame({"log10 density": torch.log10(density[density > 0]).numpy(), "SAE": labels[-1]}))
+    sns.histplot(pd.concat(frames), x="log10 density", hue="SAE", hue_order=labels,
+                 bins=np.linspace(-6, 0, bins + 1).tolist(), element="step", fill=False, ax=ax)
     ax.set(xlabel="log10 latent density (share of tokens it fires on)", ylabel="latents")
-    ax.legend(fontsize=8)
+    sns.move_legend(ax, "best", fontsize=8, title=None)
     return ax.figure
 
 
