@@ -50,9 +50,10 @@ test-latest:
 system-deps:
 	bash scripts/ensure_debian_package.sh wordnet-base /usr/share/wordnet/data.noun
 
-## Every SAE the notebooks use, trained once into saelab's cache (resumable; SAELAB_SMOKE=1 for the small ones)
+## Every SAE the notebooks use, trained once into saelab's cache (resumable; SAELAB_SMOKE=1 for the small ones);
+## NOTEBOOKS="04 07" builds only the SAEs those notebooks load (a class's caches first)
 zoo: $(STAMP)
-	$(PY) scripts/build_zoo.py --out reports
+	$(PY) scripts/build_zoo.py --out reports $(if $(NOTEBOOKS),--notebooks $(NOTEBOOKS))
 
 ## Exercise versions of the notebooks with tagged exercises (stubs raise NotImplementedError, solutions hidden):
 ## notebooks/NN_x.ipynb (the solution version, the one source) -> notebooks/exercises/NN_x.ipynb
