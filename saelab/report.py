@@ -9,6 +9,7 @@ claims table across notebooks (each research notebook passes its verdict table a
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
@@ -35,9 +36,14 @@ def claims_rows(table, *, paper: str, claim: str, ours: str, verdict: str, paper
             why_text = f"{why_text}; " if why_text else ""
             why_text += f"the rule alone says: {row['rule outcome']}"
         rows.append({"paper": paper, "claim": str(row[claim]), "paper's number": str(row[paper_number]) if
-                     paper_number else "", "ours": str(row[ours]), "margin": str(row[margin]) if margin else "",
+                     paper_number else "", "ours": str(row[ours]), "margin": _text(row[margin]) if margin else "",
                      "verdict": str(row[verdict]), "why": why_text})
     return rows
+
+
+def _text(value) -> str:
+    """A table cell as text; a missing value (None, NaN) as an empty string rather than "nan"."""
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
 
 
 def record_findings(notebook: str, findings: dict, notes: str = "", claims: list[dict[str, str]] | None = None) -> dict:

@@ -14,6 +14,9 @@ def test_claims_table_gathers_notebooks_and_marks_smoke_runs(tmp_path, monkeypat
     rows = claims_rows(table, paper="MOSAIC", claim="claim (anchor)", ours="here", verdict="held")
     assert set(rows[0]) == set(CLAIM_COLUMNS)
     assert rows[0]["why"] == "the rule alone says: held"
+    margins = claims_rows(table.assign(margin=[0.02, float("nan")]), paper="MOSAIC", claim="claim (anchor)",
+                          ours="here", verdict="held", margin="margin")
+    assert [r["margin"] for r in margins] == ["0.02", ""]  # no "nan" in findings.md
     monkeypatch.setenv("SAELAB_SMOKE", "0")
     record_findings("04_x", {"a": 1.0}, claims=rows)
     monkeypatch.setenv("SAELAB_SMOKE", "1")
