@@ -16,7 +16,6 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import seaborn as sns
 
 from saelab.probing import binarize_pair, fit_probe, max_value
 from saelab.tasks import stratified_sample
@@ -178,6 +177,7 @@ def best_per_source(sources: Mapping[str, Any], tasks: Sequence[str], classifier
 def plot_heatmap(ax, table, title: str, ylabels: Sequence[str] | None = None):
     """A macro-F1 heat map of a (rows x columns) table on `ax`, values written in the cells; returns the image (for
     a shared colour bar: none is drawn here)."""
+    import seaborn as sns
     sns.heatmap(table.astype(float), vmin=0, vmax=1, cmap="viridis", annot=True, fmt=".2f", annot_kws={"fontsize": 9},
                 cbar=False, yticklabels=list(ylabels) if ylabels is not None else False, ax=ax)
     ax.set(title=title)
@@ -187,6 +187,7 @@ def plot_heatmap(ax, table, title: str, ylabels: Sequence[str] | None = None):
 def plot_source_bars(ax, frame, sources: Sequence[str]):
     """Bars of the best macro-F1 per feature source and classifier, with bootstrap-interval error bars (the caller
     places the legend and the axis labels)."""
+    import seaborn as sns
     sns.barplot(frame, x="features", y="macro_f1", hue="classifier", order=list(sources),
                 hue_order=list(CLASSIFIER_COLORS), palette=CLASSIFIER_COLORS, saturation=1, errorbar=None, ax=ax)
     ax.get_legend().remove()

@@ -28,7 +28,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 
 from saelab import stats
@@ -208,6 +207,7 @@ def plot_concept_by_alpha(concept: pd.DataFrame):
     """Mean concept rating against alpha for the latents' own decoder rows and for random directions of the same
     norm (one line each, with the spread over latents and prompts as a band of +-1 standard error)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     fig, ax = plt.subplots(figsize=(6, 3.6))
     sns.lineplot(concept, x="alpha", y="concept", hue="group", hue_order=[OWN, RANDOM_DIRECTION],

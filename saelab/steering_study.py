@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import seaborn as sns
 import torch
 from tqdm.auto import tqdm
 
@@ -82,6 +81,7 @@ def plot_scores_by_method(by_method):
     """Bar of each method's mean steering score with one dot per SAE; `by_method` has SAEs as rows, methods as
     columns."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     methods, means = list(by_method.columns), by_method.mean()
     scores = by_method.melt(var_name="method", value_name="score")  # one row per (SAE, method)

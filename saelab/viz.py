@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import seaborn as sns
 import torch
 
 from saelab.latents import HIST_BINS, HIST_LOG10_RANGE, LatentRecords, logit_lens
@@ -63,6 +62,7 @@ def _figure_html(fig) -> str:
 def plot_activation_histogram(records: LatentRecords, latent: int, ax=None):
     """Histogram of a latent's non-zero activations (exact counts, log-spaced bins)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     i = records.position(latent)
     counts = records.hist_counts[i].numpy()
@@ -192,6 +192,7 @@ def plot_sparsity_frontier(results: Sequence[dict[str, Any]], y: str = "explaine
 def plot_feature_density(densities: dict[str, torch.Tensor], ax=None, bins: int = 40):
     """Histograms of log10 latent density, one per SAE (dead latents counted in the legend)."""
     import matplotlib.pyplot as plt
+    import seaborn as sns
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
