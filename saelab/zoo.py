@@ -303,6 +303,14 @@ class Heldout:
         return scores | {"ce_loss_score": float(recon["ce_loss_score"]), "n_tokens": int(core["n_tokens"])}
 
 
+def heldout_token_variance(model, hook: str, smoke: bool | None = None) -> float:
+    """Mean squared distance of a held-out token activation from the held-out mean at `hook`: the per-token
+    denominator of the zoo's held-out explained variance (read from the activation cache once it is built)."""
+    smoke = smoke_mode() if smoke is None else smoke
+    acts = Heldout(model, [hook], smoke=smoke, progress=False).acts[hook]
+    return float(((acts - acts.mean(0)) ** 2).sum(-1).mean())
+
+
 def training_device() -> str:
     """Where zoo SAEs train: the GPU when there is one (same batches and recipe, fp32 weights; the sparse TopK
     kernels are the CPU path), else the CPU. Not part of an SAE's key: the result is the same SAE up to rounding."""

@@ -319,7 +319,13 @@ def test_build_study_on_the_tiny_model(tiny, topic, sae):
     assert study.notes["gold"] == [it.gold_gloss for it in items]
     assert len(reval.policy_table(study, n_boot=50, n_draws=20)) == 9
     assert set(reval.detector_table(study).index) == {"SAE codes", "raw activations", "entropy (confidence)"}
-    assert {v.claim[:2] for v in reval.side_claims(study, sae, n_boot=50)} == {"S1", "S2", "S3"}
+    assert [v.claim[:3] for v in reval.side_claims(study, sae, n_boot=50)] == ["S1:", "S2:", "S3:"]
+    s1, s1b = reval.side_claims(study, sae, corpus_variance=2.0, n_boot=50)[:2]
+    with torch.no_grad():
+        err = ((sae(study.acts) - study.acts) ** 2).sum(-1)
+    across_items = ((study.acts - study.acts.mean(0)) ** 2).sum(-1).sum()
+    assert s1.estimate.value == pytest.approx(float(err.sum() / across_items), rel=1e-5)
+    assert s1b.claim.startswith("S1b") and s1b.estimate.value == pytest.approx(float(err.mean()) / 2.0, rel=1e-5)
 
 
 def test_wic_and_tweet_items():
