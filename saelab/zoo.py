@@ -189,19 +189,24 @@ SMOKE_BANNER = ("SMOKE RUN: these numbers come from smoke-size SAEs on a few doz
                 "they are not findings; every verdict below says so.")
 
 
-def verdict_table(verdicts, saes, *, smoke: bool, paper_numbers: Mapping[str, str], banner: str = SMOKE_BANNER,
-                  claim_id: Callable[[str], str] = lambda claim: claim.split()[0],
+def verdict_table(verdicts, saes, *, smoke: bool, paper_numbers: Mapping[str, str] | Sequence[str],
+                  banner: str = SMOKE_BANNER, claim_id: Callable[[str], str] = lambda claim: claim.split()[0],
                   signed: bool = False) -> pd.DataFrame:
     """A notebook's claims table: `saelab.stats.claims_table(verdicts)` with the paper's number (looked up by
-    `claim_id(claim)` in `paper_numbers`) and ours (value and interval), gated on the SAEs' quality (`gate_claims`);
-    in a smoke run it prints `banner` and marks every verdict as no finding. signed: show ours with its sign
-    (for differences)."""
+    `claim_id(claim)` in `paper_numbers`, or one per verdict when a sequence) and ours (value and interval), gated on
+    the quality of `saes` (`gate_claims`; none to gate: an empty list); in a smoke run it prints `banner` and marks
+    every verdict as no finding. signed: show ours with its sign (for differences)."""
     table = stats.claims_table(verdicts)
-    table.insert(1, "paper's number", [paper_numbers.get(claim_id(c), "") for c in table.claim])
+    if isinstance(paper_numbers, Mapping):
+        paper_numbers = [paper_numbers.get(claim_id(c), "") for c in table.claim]
+    if len(paper_numbers) != len(table):
+        raise ValueError(f"{len(paper_numbers)} paper numbers for {len(table)} claims: give one per claim.")
+    table.insert(1, "paper's number", list(paper_numbers))
     number = "{:+.3f}" if signed else "{:.3f}"
     ours = [f"{number.format(v)} {i}" if np.isfinite(v) else "" for v, i in zip(table.value, table.interval)]
     table.insert(3, "ours", ours)
-    table = gate_claims(table, "verdict", saes)
+    if len(saes):
+        table = gate_claims(table, "verdict", saes)
     if smoke:
         print(banner)
         table["verdict"] = "smoke run, not a finding: " + table["verdict"].astype(str)

@@ -432,8 +432,10 @@ def test_study_end_to_end_on_the_tiny_model(tiny):
     assert len(verdicts) == 6 and {v.outcome for v in verdicts} <= set(stats.OUTCOMES)
     assert [v.outcome for v in verdicts[4:]] == ["not testable"] * 2  # ConceptSim claims: topic tasks only
     frame = cse.claims_frame(verdicts, smoke=True)
-    assert (frame["verdict"] == "smoke run: not a finding").all() and "rule outcome" in frame
-    rows = claims_rows(frame, paper=cse.PAPER, claim="claim", ours="ours", verdict="verdict", paper_number="paper",
+    assert frame["verdict"].str.startswith("smoke run, not a finding: ").all()
+    assert [v.split(": ")[1] for v in frame["verdict"]] == [v.outcome for v in verdicts]
+    rows = claims_rows(frame, paper=cse.PAPER, claim="claim", ours="ours", verdict="verdict",
+                       paper_number="paper's number",
                        margin="margin", why="reason")
     assert len(rows) == 6 and all(r["paper's number"] for r in rows)
     deps = cse.departures(settings)

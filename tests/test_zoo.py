@@ -124,6 +124,11 @@ def test_gated_verdicts_keep_not_testable_and_mark_smoke_runs(tiny, cache, one_t
     smoke = zoo.verdict_table(verdicts, [sae], smoke=True, paper_numbers={}, banner="SMOKE BANNER", signed=True)
     assert "SMOKE BANNER" in capsys.readouterr().out and smoke["ours"].iloc[0].startswith("+0.300")
     assert smoke["verdict"].str.startswith("smoke run, not a finding: ").all()
+    ungated = zoo.verdict_table(verdicts, [], smoke=False, paper_numbers=["0.25", "0.5"])  # nothing to gate
+    assert list(ungated["verdict"]) == ["held", "not testable"] and list(ungated["paper's number"]) == ["0.25", "0.5"]
+    with pytest.raises(ValueError, match="one per claim"):
+        zoo.verdict_table(verdicts, [], smoke=False, paper_numbers=["0.25"])
+
 
 def test_catalog_resolves_on_gemma_depth():
     gemma = SimpleNamespace(cfg=SimpleNamespace(n_layers=18, model_name="gemma-3-270m"))
