@@ -24,6 +24,7 @@ import pandas as pd
 import torch
 
 from saelab.latents import HIST_BINS, HIST_LOG10_RANGE, LatentRecords, logit_lens
+from saelab.metrics import activation_density_histogram
 
 # ------------------------------------------------------------------------------------------------------------------
 # Rendering
@@ -196,13 +197,15 @@ def plot_feature_density(densities: dict[str, torch.Tensor], ax=None, bins: int 
 
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.5))
+    edges = np.linspace(-6, 0, bins + 1)
     labels, frames = [], []
-    for name, density in densities.items():
-        density = density.double().cpu()
-        labels.append(f"{name} ({int((density == 0).sum())} dead)")
-        frames.append(pd.DataFrame({"log10 density": torch.log10(density[density > 0]).numpy(), "SAE": labels[-1]}))
-    sns.histplot(pd.concat(frames), x="log10 density", hue="SAE", hue_order=labels,
-                 bins=np.linspace(-6, 0, bins + 1).tolist(), element="step", fill=False, ax=ax)
+    for name, density in densities.items():  # counted by metrics.activation_density_histogram, drawn by seaborn
+        hist = activation_density_histogram(density, bins=edges)
+        labels.append(f"{name} ({hist['n_dead']} dead)")
+        frames.append(pd.DataFrame({"log10 density": (edges[:-1] + edges[1:]) / 2, "latents": hist["counts"],
+                                    "SAE": labels[-1]}))
+    sns.histplot(pd.concat(frames), x="log10 density", weights="latents", hue="SAE", hue_order=labels,
+                 bins=edges.tolist(), element="step", fill=False, ax=ax)
     ax.set(xlabel="log10 latent density (share of tokens it fires on)", ylabel="latents")
     sns.move_legend(ax, "best", fontsize=8, title=None)
     return ax.figure

@@ -62,10 +62,11 @@ def test_activation_histogram_draws_the_recorded_counts(records):
 
 
 def test_feature_density_has_one_line_per_sae_and_counts_the_dead():
-    densities = {"a": torch.tensor([0.0, 0.0, 1e-3, 1e-2, 0.1]), "b": torch.tensor([1e-4, 1e-3, 0.5])}
+    densities = {"a": torch.tensor([0.0, 0.0, 1e-3, 1e-2, 0.1]), "b": torch.tensor([1e-3, 1e-3, 0.5])}
     fig = viz.plot_feature_density(densities)
     ax = fig.axes[0]
     assert len(ax.lines) == 2 and ax.get_ylabel() == "latents" and ax.get_xlabel().startswith("log10 latent density")
+    assert sorted(max(line.get_ydata()) for line in ax.lines) == [1, 2]  # b's two latents at 1e-3 share a bin
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["a (2 dead)", "b (0 dead)"]
 
 
