@@ -102,6 +102,7 @@ bench: $(STAMP)
 	$(PY) bench/extraction.py
 	$(PY) bench/training.py
 	$(PY) bench/steering.py
+	$(PY) bench/storage.py
 
 ## Rebuild the WordNet-derived data in data/ (needs Debian's wordnet-base)
 data: $(STAMP)
