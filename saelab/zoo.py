@@ -43,7 +43,7 @@ from saelab.metrics import core_metrics, reconstruction_metrics
 from saelab.models import load_model, model_fingerprint, model_name
 from saelab.sae import SAE
 from saelab.tasks import load_task
-from saelab.train import train_sae
+from saelab.train import fast_selection_dtype, train_sae
 from saelab.zoo_catalog import NOTEBOOKS, all_specs, catalog_hooks
 from saelab.zoo_spec import SAESpec, budget
 
@@ -125,11 +125,17 @@ def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
 # Keys, folders, gates
 # ------------------------------------------------------------------------------------------------------------------
 
+#: training options that change a trained SAE by no more than rounding and near-ties, so not part of its key (like
+#: the device): the bfloat16 selection of TopK latents (`TrainConfig.selection_dtype`)
+NOT_IN_KEY = ("selection_dtype",)
+
+
 def spec_key(model, spec: SAESpec, corpus: dict[str, Any]) -> str:
     """What identifies a trained SAE: model weights, the spec, the full training config (trainer defaults
-    included, so a changed recipe retrains), the corpus and the saelab version."""
+    included, so a changed recipe retrains; `NOT_IN_KEY` aside), the corpus and the saelab version."""
+    recipe = {k: v for k, v in spec.train_config().to_dict().items() if k not in NOT_IN_KEY}
     payload = {"model": model_fingerprint(model), "spec": dataclasses.asdict(spec), "corpus": corpus,
-               "train_config": spec.train_config().to_dict(), "saelab_version": __version__}
+               "train_config": recipe, "saelab_version": __version__}
     return sha256_text(json.dumps(payload, sort_keys=True, default=str))[:16]
 
 
@@ -322,11 +328,20 @@ def training_device() -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def selection_dtype(spec: SAESpec, device: str) -> str:
+    """bfloat16 selection of TopK / BatchTopK latents on CPUs that multiply bfloat16 fast (`fast_selection_dtype`),
+    float32 otherwise; recorded in each SAE's training config, not in its key."""
+    if device != "cpu" or spec.architecture not in ("topk", "batchtopk"):
+        return "float32"
+    return fast_selection_dtype()
+
+
 def _train_one(model, spec: SAESpec, key: str, token_folder: Path, heldout: Heldout, bar) -> SAE:
     folder = sae_folder(model, spec, key)
     ckpt_dir = folder.with_name(folder.name + ".checkpoints")
     source = ShardedTokens(token_folder, spec.hook)
-    tcfg = spec.train_config(checkpoint_dir=str(ckpt_dir), device=training_device(),
+    device = training_device()
+    tcfg = spec.train_config(checkpoint_dir=str(ckpt_dir), device=device, selection_dtype=selection_dtype(spec, device),
                              checkpoint_every=max(10, spec.tokens // spec.batch_size // 10))
     resume = bool(find_checkpoints(ckpt_dir))
     done = [0]

@@ -265,3 +265,41 @@ def test_stream_still_refuses_a_chunk_with_nan_or_inf(bad):
         for _ in range(6):
             stream.next()
     assert len(BatchStream(TensorSource(data.nan_to_num(0.0, 0.0, 0.0), chunk_size=100), 300).next()) == 300
+
+
+@pytest.mark.parametrize("k_aux", [5, 10])
+@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
+def test_low_precision_selection_recomputes_every_value_at_full_precision(arch, k_aux):
+    """Latents chosen from a lower-precision `pre` (float32 for this float64 SAE, as bfloat16 for a float32 one),
+    values recomputed at full precision: with the same choices, the same losses and gradients as the dense path
+    (AuxK on both of its routes: k_aux 5 takes the pairs, 10 the dead columns)."""
+    sae, x = make_sae(arch), batch()
+    low = train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux, selection_dtype=torch.float32)
+    assert low.pre.dtype == torch.float32 and low.sparse
+    full = train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux)
+    assert set(low.terms) == set(full.terms) == {"mse", "aux_k"}
+    for name in full.terms:
+        assert torch.allclose(low.terms[name], full.terms[name], rtol=1e-12, atol=1e-12), name
+        expected = gradients(sae, train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux).terms[name])
+        got = gradients(sae, train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux,
+                                           selection_dtype=torch.float32).terms[name])
+        for param in expected:
+            assert torch.allclose(got[param], expected[param], rtol=1e-10, atol=1e-12), (name, param)
+
+
+def test_bfloat16_selection_trains_the_same_sae_up_to_near_ties():
+    data = toy_data(4000)
+    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K)
+    runs = {dtype: train_sae(TensorSource(data), cfg, TrainConfig(n_steps=40, batch_size=256, lr=3e-3,
+                                                                  selection_dtype=dtype), progress=False)
+            for dtype in ("float32", "bfloat16")}
+    assert runs["bfloat16"].cfg.metadata["training"]["selection_dtype"] == "bfloat16"
+    with torch.no_grad():
+        ev = {dtype: float(1 - (sae(data) - data).pow(2).sum() / (data - data.mean(0)).pow(2).sum())
+              for dtype, sae in runs.items()}
+    assert ev["float32"] > 0.5 and abs(ev["bfloat16"] - ev["float32"]) < 0.01, ev
+    with pytest.raises(ValueError, match="topk / batchtopk SAEs only"):
+        train_sae(TensorSource(data), SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="relu"),
+                  TrainConfig(n_steps=2, batch_size=256, selection_dtype="bfloat16"), progress=False)
+    with pytest.raises(ValueError, match="selection_dtype must be"):
+        TrainConfig(n_steps=2, selection_dtype="float16")
