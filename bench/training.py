@@ -24,7 +24,9 @@ defaults:
 
   saelab   `train_sae`: unit-norm decoder rows (gradient projected, rows renormalised), AuxK (1/32, topk only),
            sparse backward (TopK always; ReLU / JumpReLU once at most 20% of the (token, latent) pairs are active,
-           before that a dense step without the input gradient).
+           before that a dense step without the input gradient), gradient norm clipping at 1. TopK runs twice: as the
+           zoo trains it (latents chosen from a bfloat16 encoder product where `fast_selection_dtype` finds the CPU
+           fast at it, values in float32) and with float32 selection (`topk_float32_selection_speed_vs_saelens`).
   SAELens  `SAETrainer` (6.54) with `TopKTrainingSAE` (rescale_acts_by_decoder_norm, AuxK coefficient 1 after 1000
            steps without firing, so never in a short run), `StandardTrainingSAE` or `JumpReLUTrainingSAE`; gradient
            norm clipping at 1; dense backward. SAELens' `use_sparse_activations` option is not used: its backward
@@ -33,7 +35,8 @@ defaults:
            norm estimate): tuned for long runs, it costs SAELens most of a short one on Gemma's residual stream
            (TopK held-out EV about -4.9 after 60 steps).
 
-Each (architecture, trainer) runs in its own subprocess (`--only saelab|saelens --arch ...`). Measured there:
+Each (architecture, trainer) runs in its own subprocess (`--only saelab|saelab-fp32|saelens --arch ...`).
+Measured there:
   tokens/s      steps x batch / wall time of the whole training call (building the SAE and trainer, any
                 initialisation, every step); "steady" excludes the first 3 steps. "tok/CPU-s" divides by the
                 process's CPU time instead (all its threads): less sensitive to other jobs on a shared machine.
@@ -71,6 +74,9 @@ RECIPES: dict[str, dict] = {
     "jumprelu": {"lr": 2e-3, "l0_coefficient": 1.0, "jumprelu_init_threshold": 0.5, "jumprelu_bandwidth": 0.05},
 }
 ARCHS = tuple(RECIPES)
+#: saelab as the zoo trains (TopK latents chosen in bfloat16 where the CPU is fast at it), saelab with float32
+#: selection (TopK only), SAELens
+TRAINERS = ("saelab", "saelab-fp32", "saelens")
 
 
 def _status_kb(field: str) -> int:
@@ -119,7 +125,7 @@ def run_one(which: str, arch: str, train_folder: str, eval_folder: str, steps: i
     from saelab.activations import load_activations
     from saelab.metrics import core_metrics
     from saelab.sae import SAE, SAEConfig
-    from saelab.train import TrainConfig, geometric_median, train_sae
+    from saelab.train import TrainConfig, fast_selection_dtype, geometric_median, train_sae
     from saelab.train_data import BatchStream, derive_seed
 
     source = ShardedTokens(train_folder, HOOK)
@@ -128,8 +134,9 @@ def run_one(which: str, arch: str, train_folder: str, eval_folder: str, steps: i
     cfg = SAEConfig(d_in=source.d_in, d_sae=D_SAE, architecture=arch, normalize_activations="expected_average_only_in",
                     **recipe)
     warmup, decay = max(1, steps // 20), int(0.2 * steps)
+    selection = fast_selection_dtype() if which == "saelab" and arch == "topk" else "float32"
     tcfg = TrainConfig(n_steps=steps, batch_size=BATCH, lr=lr, warmup_steps=warmup, decay="linear",
-                       decay_fraction=decay / steps, seed=SEED)
+                       decay_fraction=decay / steps, seed=SEED, selection_dtype=selection)
     stamps: list[float] = []
     if which == "saelens":
         from sae_lens.config import SAETrainerConfig
@@ -142,7 +149,7 @@ def run_one(which: str, arch: str, train_folder: str, eval_folder: str, steps: i
     baseline_kb = _status_kb("VmRSS")
     _reset_peak()
     started, cpu_started = time.perf_counter(), time.process_time()
-    if which == "saelab":
+    if which.startswith("saelab"):
         sae = train_sae(source, cfg, tcfg, progress=False, callback=lambda *a: stamps.append(time.perf_counter()))
     else:
         torch.manual_seed(SEED)
@@ -189,7 +196,7 @@ def run_one(which: str, arch: str, train_folder: str, eval_folder: str, steps: i
     held_out = load_activations(eval_folder).tensor
     metrics = core_metrics(sae, held_out, progress=False)
     steady = (len(stamps) - 3) * BATCH / (stamps[-1] - stamps[2]) if len(stamps) > 4 else float("nan")
-    return {"which": which, "arch": arch, "lr": lr, "tokens_per_s": steps * BATCH / elapsed,
+    return {"which": which, "arch": arch, "lr": lr, "selection": selection, "tokens_per_s": steps * BATCH / elapsed,
             "steady_tokens_per_s": steady, "seconds": elapsed, "cpu_seconds": cpu_seconds, "peak_mb": peak_mb,
             "explained_variance": metrics["explained_variance"], "l0": metrics["l0"],
             "n_eval_tokens": metrics["n_tokens"], "threads": torch.get_num_threads()}
@@ -204,7 +211,7 @@ def main() -> None:
     parser.add_argument("--n-eval", type=int, default=500, help="held-out tweets for explained variance and L0")
     parser.add_argument("--saelens-init", choices=["saelab", "default"], default="saelab",
                         help="SAELens' initialisation: saelab's (default) or its own (b_dec 0, decoder norm 0.1)")
-    parser.add_argument("--only", choices=["saelab", "saelens"], help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=TRAINERS, help=argparse.SUPPRESS)
     parser.add_argument("--arch", choices=ARCHS, help=argparse.SUPPRESS)
     parser.add_argument("--folders", nargs=2, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -220,7 +227,7 @@ def main() -> None:
     folders = prepare(args.n_texts, args.n_eval)
     results: dict[tuple[str, str], dict] = {}
     for arch in archs:
-        for which in ("saelab", "saelens"):
+        for which in TRAINERS if arch == "topk" else ("saelab", "saelens"):
             command = [sys.executable, __file__, "--only", which, "--arch", arch, "--folders", *folders,
                        "--steps", str(steps), "--saelens-init", args.saelens_init]
             print(f"training {arch} with {which} ({steps} steps x {BATCH} tokens)...", file=sys.stderr, flush=True)
@@ -229,11 +236,11 @@ def main() -> None:
     first = next(iter(results.values()))
     print(f"\nSAEs d_in 640 -> d_sae {D_SAE}, batch {BATCH}, {steps} steps, SAELens init {args.saelens_init}, "
           f"{first['threads']} torch threads; held-out: {first['n_eval_tokens']:,} tokens")
-    print(f"{'architecture':<13}{'trainer':<9}{'lr':>8}{'tokens/s':>10}{'steady tok/s':>14}{'seconds':>9}"
+    print(f"{'architecture':<13}{'trainer':<22}{'lr':>8}{'tokens/s':>10}{'steady tok/s':>14}{'seconds':>9}"
           f"{'tok/CPU-s':>11}{'peak MB':>9}{'EV':>8}{'L0':>8}")
     for (arch, which), r in results.items():
-        name = "saelab" if which == "saelab" else "SAELens"
-        print(f"{arch:<13}{name:<9}{r['lr']:>8.0e}{r['tokens_per_s']:>10,.0f}{r['steady_tokens_per_s']:>14,.0f}"
+        name = "SAELens" if which == "saelens" else f"saelab ({r['selection']} sel.)"
+        print(f"{arch:<13}{name:<22}{r['lr']:>8.0e}{r['tokens_per_s']:>10,.0f}{r['steady_tokens_per_s']:>14,.0f}"
               f"{r['seconds']:>9.1f}{steps * BATCH / r['cpu_seconds']:>11,.0f}{r['peak_mb']:>9,.0f}"
               f"{r['explained_variance']:>8.3f}{r['l0']:>8.1f}")
     fields = []
@@ -243,6 +250,9 @@ def main() -> None:
         fields.append(f"{prefix}_speed_vs_saelens={ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}")
         fields.append(f"{'' if arch == 'topk' else arch + '_'}ev_delta="
                       f"{ours['explained_variance'] - theirs['explained_variance']:.3f}")
+    if ("topk", "saelab-fp32") in results:
+        ours, theirs = results["topk", "saelab-fp32"], results["topk", "saelens"]
+        fields.append(f"topk_float32_selection_speed_vs_saelens={ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}")
     print("RESULT " + " ".join(fields))
 
 
