@@ -296,6 +296,12 @@ def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: 
     return {name: found[spec] for name, spec in named.items()}
 
 
+def heldout_folder(model, hooks: Sequence[str], smoke: bool, progress: bool = False) -> Path:
+    """The activation cache of the held-out texts at `hooks` (extracted on first use, then reused)."""
+    return extract_to_cache(model, heldout_texts(smoke), list(hooks), dataset="zoo held-out",
+                            storage_dtype=STORAGE_DTYPE, batch_size=EXTRACT_BATCH, progress=progress)
+
+
 class Heldout:
     """Held-out token activations (float32) and texts for scoring a newly trained SAE."""
 
@@ -303,8 +309,7 @@ class Heldout:
         texts = heldout_texts(smoke)
         sizes = HELDOUT_SMOKE if smoke else HELDOUT
         self.ce_texts = texts[:sizes["ce_texts"]]
-        folder = extract_to_cache(model, texts, hooks, dataset="zoo held-out", storage_dtype=STORAGE_DTYPE,
-                                  batch_size=EXTRACT_BATCH, progress=progress)
+        folder = heldout_folder(model, hooks, smoke, progress)
         self.acts = {h: t.float() for h, t in load_activations(folder).acts.items()}
 
     def quality(self, model, sae: SAE) -> dict[str, float]:
@@ -318,7 +323,9 @@ def heldout_token_variance(model, hook: str, smoke: bool | None = None) -> float
     """Mean squared distance of a held-out token activation from the held-out mean at `hook`: the per-token
     denominator of the zoo's held-out explained variance (read from the activation cache once it is built)."""
     smoke = smoke_mode() if smoke is None else smoke
-    acts = Heldout(model, [hook], smoke=smoke, progress=False).acts[hook]
+    hooks = catalog_hooks(model) if hook in catalog_hooks(model) else [hook]  # the zoo's cache when it has the hook
+    source = ShardedTokens(heldout_folder(model, hooks, smoke), hook)
+    acts = torch.cat([chunk.float() for chunk in source])
     return float(((acts - acts.mean(0)) ** 2).sum(-1).mean())
 
 

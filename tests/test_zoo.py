@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from saelab import stats, zoo, zoo_catalog
+from saelab.config import cache_dir
 from saelab.zoo_spec import budget
 
 TEXTS = [f"sentence number {i} about cats and dogs and the weather" for i in range(40)]
@@ -206,3 +207,12 @@ def test_build_resumes_after_a_kill_and_matches_an_uninterrupted_build(tmp_path)
     for folder in sorted((clean / "saes" / "zoo").iterdir()):
         resumed = zoo.SAE.load(killed / "saes" / "zoo" / folder.name)
         torch.testing.assert_close(resumed.W_dec, zoo.SAE.load(folder).W_dec)
+
+
+def test_heldout_token_variance_reads_the_zoos_heldout_cache(tiny, cache, one_thread):
+    hooks = zoo_catalog.catalog_hooks(tiny)
+    acts = zoo.Heldout(tiny, hooks, smoke=True, progress=False).acts[hooks[0]]
+    expected = float(((acts - acts.mean(0)) ** 2).sum(-1).mean())
+    folders = set(cache_dir("activations").iterdir())
+    assert zoo.heldout_token_variance(tiny, hooks[0], smoke=True) == pytest.approx(expected, rel=1e-5)
+    assert set(cache_dir("activations").iterdir()) == folders  # read from the zoo's cache: nothing extracted again
