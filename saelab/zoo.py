@@ -409,15 +409,30 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, notebooks
           smoke: bool | None = None, progress: bool = True) -> pd.DataFrame:
     """Train every SAE of the catalog for each model (`make zoo`), or only those `notebooks` use (e.g. ``["07"]``
     before a class on notebook 07); idempotent and resumable (cached SAEs load, a killed training run continues from
-    its last checkpoint). Returns the zoo table with a `model` column."""
-    frames = []
+    its last checkpoint). Returns the zoo table with a `model` column; ``frame.attrs["phase_minutes"]`` holds this
+    run's wall-clock minutes per model and phase (loading the model, extracting the corpus and held-out texts,
+    training and scoring the SAEs)."""
+    smoke = smoke_mode() if smoke is None else smoke
+    frames, phases = [], {}
     for name in models:
+        clock = time.perf_counter()
         model = load_model(name)
         specs = list(all_specs(model, notebooks))
+        phases[name] = {"load model": time.perf_counter() - clock}
         if specs:
+            clock = time.perf_counter()
+            unbuilt = table(model, specs, smoke=smoke)["gate"].str.startswith("not built").any()
+            if unbuilt and {spec.hook for spec in specs} <= set(catalog_hooks(model)):  # get_saes' extraction
+                heldout_folder(model, catalog_hooks(model), smoke, progress)
+                corpus_folder(model, smoke, progress)
+            phases[name]["extract"] = time.perf_counter() - clock
+            clock = time.perf_counter()
             get_saes(model, specs, smoke=smoke, progress=progress)
             frames.append(table(model, specs, smoke=smoke).assign(model=name))
-    return pd.concat(frames) if frames else pd.DataFrame()
+            phases[name]["train and score"] = time.perf_counter() - clock
+    frame = pd.concat(frames) if frames else pd.DataFrame()
+    frame.attrs["phase_minutes"] = {name: {k: round(v / 60, 1) for k, v in p.items()} for name, p in phases.items()}
+    return frame
 
 
 __all__ = ["CORPUS_NAME", "NOTEBOOKS", "QUALITY_GATES", "SMOKE_BANNER", "STORAGE_DTYPE", "QualityGate", "SAESpec",

@@ -35,7 +35,8 @@ def main() -> int:
     summary = (f"zoo ({'smoke' if smoke_mode() else 'full'} mode): {len(frame)} SAEs, "
                f"{(frame['gate'] == 'pass').sum()} pass their gate; this run {minutes:.1f} min. "
                f"Training time recorded with the SAEs: {training:.1f} min ({by_architecture}); the rest of a build "
-               f"from nothing is extraction and held-out scoring.")
+               f"from nothing is extraction and held-out scoring. This run's wall-clock minutes by model and phase: "
+               f"{frame.attrs.get('phase_minutes', {})}.")
     print(frame.to_string())
     print(summary)
     args.out.mkdir(parents=True, exist_ok=True)

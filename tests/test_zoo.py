@@ -216,3 +216,15 @@ def test_heldout_token_variance_reads_the_zoos_heldout_cache(tiny, cache, one_th
     folders = set(cache_dir("activations").iterdir())
     assert zoo.heldout_token_variance(tiny, hooks[0], smoke=True) == pytest.approx(expected, rel=1e-5)
     assert set(cache_dir("activations").iterdir()) == folders  # read from the zoo's cache: nothing extracted again
+
+
+def test_build_times_each_phase_and_skips_extraction_once_built(cache, one_thread):
+    """`make zoo`'s phases (load, extract, train and score) are timed apart; a second build extracts nothing."""
+    first = zoo.build(["tiny-gpt2"], notebooks=["07"], smoke=True, progress=False)
+    phases = first.attrs["phase_minutes"]["tiny-gpt2"]
+    assert set(phases) == {"load model", "extract", "train and score"} and min(phases.values()) >= 0
+    assert (first["model"] == "tiny-gpt2").all() and not first["gate"].str.startswith("not built").any()
+    folders = set(cache_dir("activations").iterdir())
+    again = zoo.build(["tiny-gpt2"], notebooks=["07"], smoke=True, progress=False)
+    assert set(cache_dir("activations").iterdir()) == folders
+    assert again.drop(columns="minutes").equals(first.drop(columns="minutes"))
