@@ -132,7 +132,8 @@ def claims(results: Mapping[Any, PSEvalResult], sweeps: Mapping[str, Mapping[Any
            frontier: Sequence[Any], margin: float = MARGIN_SPEC, rho_margin: float = MARGIN_RHO,
            n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> list[stats.Verdict]:
     """P1-P5 on one pair set, Holm-corrected. `results`: {spec: template-read PSEvalResult}; `sweeps`: {"layer",
-    "component", "activation", "width": {value: spec}}; `found`: ceilings by hook; `frontier`: the specs of P5."""
+    "component", "activation", "width": {value: spec}}; `found`: ceilings by hook; `frontier`: the specs of P5.
+    Each verdict rests on the specs it compares, so the quality gate touches only the claims a weak SAE carries."""
     opts = {"n_boot": n_boot, "level": level, "seed": seed}
 
     def diff(a, b):
@@ -157,9 +158,11 @@ def claims(results: Mapping[Any, PSEvalResult], sweeps: Mapping[str, Mapping[Any
         ("P3b JumpReLU gives no gain over ReLU", act["jumprelu"], act["relu"], same),
         ("P4a width helps (widest - narrowest)", widths[-1], widths[0], {}),
         ("P4b width then saturates (last step)", widths[-1], widths[-2], same)]
-    out = [stats.verdict(diff(a, b), claim=claim + tag, preconditions=pre(a, b), **kw) for claim, a, b, kw in tests]
+    out = [stats.verdict(diff(a, b), claim=claim + tag, preconditions=pre(a, b), rests_on=(a, b), **kw)
+           for claim, a, b, kw in tests]
     rho = frontier_rho([results[s] for s in frontier], [explained_variance[s] for s in frontier], **opts)
     out.append(stats.verdict(rho, direction="less", margin=rho_margin, preconditions=pre(*frontier),
+                             rests_on=tuple(frontier),
                              claim="P5 a better MSE-L0 frontier does not mean better specificity (Spearman rho)"
                                    + tag))
     return stats.verdicts_with_holm(out)

@@ -27,14 +27,16 @@ def claims_rows(table, *, paper: str, claim: str, ours: str, verdict: str, paper
     """A notebook's verdict table (a DataFrame) as claims-table rows: name the column that holds each field.
 
     When the table has a "rule outcome" column (`zoo.gate_claims` adds it when an SAE is below its gate), it is
-    quoted in `why`.
+    quoted in `why` where the gate changed the verdict, with the SAEs below their gate.
     """
     rows = []
     for _, row in table.iterrows():
         why_text = str(row[why]) if why else ""
-        if "rule outcome" in row and verdict != "rule outcome":
+        if "rule outcome" in row and verdict != "rule outcome" and str(row["rule outcome"]) != str(row[verdict]):
             why_text = f"{why_text}; " if why_text else ""
             why_text += f"the rule alone says: {row['rule outcome']}"
+            if row.get("below gate"):
+                why_text += f" (below their gate: {row['below gate']})"
         rows.append({"paper": paper, "claim": str(row[claim]), "paper's number": str(row[paper_number]) if
                      paper_number else "", "ours": str(row[ours]), "margin": _text(row[margin]) if margin else "",
                      "verdict": str(row[verdict]), "why": why_text})

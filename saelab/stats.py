@@ -91,6 +91,9 @@ class Verdict:
     p_value: float = math.nan
     preconditions: tuple[tuple[str, bool, str], ...] = ()
     correction: str = ""
+    #: the SAEs the claim's numbers come from (a notebook's keys for them); `zoo.gate_claims` gates the claim on
+    #: these alone. Empty: on every SAE the notebook passes.
+    rests_on: tuple[Any, ...] = ()
 
     @property
     def level(self) -> float:
@@ -185,7 +188,7 @@ def paired_difference(statistic: Callable[..., Any], a: Any, b: Any, **options: 
 
 def verdict(estimate: Estimate | None, *, direction: str = "greater", null: float = 0.0, margin: float | None = None,
             preconditions: Mapping[str, bool | tuple[bool, str]] | None = None, claim: str = "",
-            power: float = 0.8) -> Verdict:
+            power: float = 0.8, rests_on: Sequence[Any] = ()) -> Verdict:
     """The verdict on a claim about `estimate`, by the one rule.
 
     - "greater" / "less": held when the whole interval lies on the claimed side of `null`, contradicted when wholly
@@ -197,6 +200,7 @@ def verdict(estimate: Estimate | None, *, direction: str = "greater", null: floa
       the usual two-sided one, stricter than TOST's 1 - 2 alpha.)
     - `preconditions` maps a name to `ok` or `(ok, why)`; any failing one makes the claim "not testable", with its
       reason (`estimate` may then be None). So does an undefined interval.
+    - `rests_on` names the SAEs behind the estimate, so that a quality gate touches only the claims they carry.
     """
     if direction not in DIRECTIONS:
         raise ValueError(f"direction must be one of {DIRECTIONS}, got {direction!r}.")
@@ -213,7 +217,8 @@ def verdict(estimate: Estimate | None, *, direction: str = "greater", null: floa
     if estimate is None and not failed:
         raise ValueError("verdict needs an estimate unless a precondition failed (then the claim is not testable).")
     mde, p = (estimate.mde(power), _claim_p_value(estimate, direction, null, margin)) if estimate else (math.nan,) * 2
-    v = Verdict(claim, "not testable", "", estimate, direction, float(null), margin, mde, power, p, checks)
+    v = Verdict(claim, "not testable", "", estimate, direction, float(null), margin, mde, power, p, checks,
+                rests_on=tuple(rests_on))
     if failed:
         return replace(v, reason="; ".join(failed))
     low, high = estimate.low, estimate.high
@@ -269,7 +274,7 @@ def verdicts_with_holm(verdicts: Sequence[Verdict], *, level: float | None = Non
         v = verdicts[i]
         new = verdict(v.estimate.at_level(lv), direction=v.direction, null=v.null, margin=v.margin,
                       preconditions={name: (ok, why) for name, ok, why in v.preconditions}, claim=v.claim,
-                      power=v.power)
+                      power=v.power, rests_on=v.rests_on)
         if stopped is not None:
             new = replace(new, outcome="inconclusive",
                           reason=f"Holm's step-down stopped at {stopped!r}; on its own, {new.reason}")
@@ -302,13 +307,18 @@ def holm(p_values: Iterable[float] | Sequence[Verdict], *, level: float | None =
 
 
 def claims_table(verdicts: Iterable[Verdict]):
-    """One row per claim (claim, test, value, interval, level, margin, MDE, verdict, reason, correction): pandas."""
+    """One row per claim (claim, test, value, interval, level, margin, MDE, verdict, reason, correction): pandas.
+    When any verdict names the SAEs it rests on, a "rests on" column (tuples) follows, for `zoo.gate_claims`."""
     import pandas as pd
 
+    verdicts = list(verdicts)
     columns = ["claim", "test", "value", "interval", "level", "margin", "MDE", "verdict", "reason", "correction"]
-    return pd.DataFrame([[v.claim, v.test, v.estimate.value if v.estimate else math.nan,
-                          f"[{v.estimate.low:.3f}, {v.estimate.high:.3f}]" if v.estimate else "", v.level, v.margin,
-                          v.mde, v.outcome, v.reason, v.correction] for v in verdicts], columns=columns)
+    table = pd.DataFrame([[v.claim, v.test, v.estimate.value if v.estimate else math.nan,
+                           f"[{v.estimate.low:.3f}, {v.estimate.high:.3f}]" if v.estimate else "", v.level, v.margin,
+                           v.mde, v.outcome, v.reason, v.correction] for v in verdicts], columns=columns)
+    if any(v.rests_on for v in verdicts):
+        table["rests on"] = [v.rests_on for v in verdicts]
+    return table
 
 
 def _check_level(level: Any, name: str = "level") -> None:

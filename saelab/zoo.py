@@ -158,36 +158,62 @@ def gate(sae: SAE) -> tuple[bool, str]:
 
 
 def _readable(name: Any) -> str:
-    """A notebook's key for an SAE as text: a string, a tuple key joined by "/", or an SAESpec's label."""
+    """A notebook's key for an SAE as text: a string, a tuple key joined by "/", or a spec's label (a zoo
+    SAESpec or a pretrained one)."""
     if isinstance(name, tuple):
         return "/".join(map(str, name))
-    return name.label if isinstance(name, SAESpec) else str(name)
+    label = getattr(name, "label", None)
+    return label if isinstance(label, str) else str(name)
 
 
 def gate_report(saes: Mapping[Any, SAE] | Sequence[SAE]) -> tuple[bool, str]:
     """(all pass, a readable report) for the SAEs a notebook's verdicts rest on."""
+    failing, report = _gate_failures(_named(saes))
+    return not failing, report
+
+
+def _named(saes: Mapping[Any, SAE] | Sequence[SAE]) -> dict[str, SAE]:
+    """{readable name: SAE}; a plain sequence is named by hook."""
     named = dict(saes) if isinstance(saes, Mapping) else {sae.cfg.hook_name: sae for sae in saes}
-    results = {_readable(name): gate(sae) for name, sae in named.items()}
+    return {_readable(name): sae for name, sae in named.items()}
+
+
+def _gate_failures(named: Mapping[str, SAE]) -> tuple[dict[str, str], str]:
+    results = {name: gate(sae) for name, sae in named.items()}
     failing = {name: why for name, (ok, why) in results.items() if not ok}
     if not failing:
-        return True, f"All {len(results)} SAEs behind these verdicts pass their quality gates."
+        return failing, f"All {len(results)} SAEs behind these verdicts pass their quality gates."
     lines = [f"{len(failing)} of {len(results)} SAEs behind these verdicts do not pass their quality gate, so "
-             "every verdict below is 'inconclusive' (the rule's own outcome is kept beside it):"]
-    return False, "\n".join(lines + [f"  {name}: {why}" for name, why in failing.items()])
+             "every verdict resting on one of them is 'inconclusive' (the rule's own outcome is kept beside it):"]
+    return failing, "\n".join(lines + [f"  {name}: {why}" for name, why in failing.items()])
 
 
 def gate_claims(claims: pd.DataFrame, column: str, saes: Mapping[Any, SAE] | Sequence[SAE]) -> pd.DataFrame:
-    """`claims` with its verdict `column` made 'inconclusive: SAE below quality gate' when any SAE in `saes` fails
-    its gate (or is smoke-size); the rule's outcome moves to "rule outcome". A claim the rule found "not testable"
-    (a precondition failed) stays so: it was never tested, whatever the SAEs. Prints the gate report."""
-    ok, report = gate_report(saes)
+    """`claims` with its verdict `column` made 'inconclusive: SAE below quality gate' where an SAE the claim rests
+    on fails its gate (or is smoke-size); the rule's outcome moves to "rule outcome" and the failing SAEs to "below
+    gate". A row's SAEs are its "rests on" entry (`stats.verdict(rests_on=...)`, keys of `saes`); a row without
+    one rests on every SAE in `saes`. A claim the rule found "not testable" (a precondition failed) stays so: it was
+    never tested, whatever the SAEs. Prints the gate report."""
+    named = _named(saes)
+    failing, report = _gate_failures(named)
     print(report)
-    if ok:
+    if not failing:
         return claims
+    rests = claims["rests on"] if "rests on" in claims else [()] * len(claims)
+    below = []
+    for claim, keys in zip(claims.iloc[:, 0], rests):
+        names = [_readable(key) for key in keys] or list(named)
+        unknown = [name for name in names if name not in named]
+        if unknown:
+            raise ValueError(f"Claim {claim!r} rests on {unknown}, which are not among the SAEs given to gate it "
+                             f"({list(named)}): pass every SAE the claims name.")
+        below.append("; ".join(name for name in names if name in failing))
     gated = claims.copy()
-    gated.insert(gated.columns.get_loc(column), "rule outcome", gated[column])
-    untestable = gated[column].astype(str).str.startswith("not testable")
-    gated.loc[~untestable, column] = "inconclusive: SAE below quality gate"
+    at = gated.columns.get_loc(column)
+    gated.insert(at, "rule outcome", gated[column])
+    gated.insert(at + 2, "below gate", below)
+    hit = (gated["below gate"] != "") & ~gated[column].astype(str).str.startswith("not testable")
+    gated.loc[hit, column] = "inconclusive: SAE below quality gate"
     return gated
 
 

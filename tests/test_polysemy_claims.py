@@ -155,6 +155,8 @@ def test_claims_on_constructed_cases():
     assert got == {"P1": "held", "P2a": "held", "P2b": "held", "P3a": "held", "P3b": "held", "P4a": "held",
                    "P4b": "held", "P5": "contradicted"}
     assert all("[test]" in v.claim and v.correction.startswith("Holm") for v in verdicts)
+    rests = {v.claim.split()[0]: v.rests_on for v in verdicts}  # what the quality gate looks at, per claim
+    assert rests["P2b"] == (specs["attn"], specs["mlp"]) and rests["P5"] == tuple(frontier)
     found["high"] = pc.Ceiling("high", Estimate(0.55, 0.5, 0.6), np.zeros(1), 600, 5)
     got = {v.claim.split()[0]: v for v in pcl.claims(results, sweeps, found, ev, pair_set="test",
                                                       frontier=frontier, n_boot=300)}

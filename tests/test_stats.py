@@ -332,3 +332,5 @@ def test_claims_table():
     assert table.test.tolist() == ["> 0", "within 0 ± 0.05", "> 0"]
     assert table.reason[2] == "ceiling: task at ceiling"
     assert stats.claims_table([]).empty
+    named = stats.claims_table(rows + [stats.verdict(est(0.3, 0.1, 0.5), claim="d", rests_on=["sae A"])])
+    assert named["rests on"].tolist() == [(), (), (), ("sae A",)]  # for zoo.gate_claims

@@ -1,5 +1,6 @@
 """saelab.zoo: SAEs are trained once, reused only when their recorded key matches, retrained when it does not."""
 
+import copy
 import json
 import os
 import subprocess
@@ -11,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from saelab import stats, zoo, zoo_catalog
+from saelab import report, stats, zoo, zoo_catalog
 from saelab.config import cache_dir
 from saelab.zoo_spec import budget
 
@@ -129,6 +130,29 @@ def test_gated_verdicts_keep_not_testable_and_mark_smoke_runs(tiny, cache, one_t
     assert list(ungated["verdict"]) == ["held", "not testable"] and list(ungated["paper's number"]) == ["0.25", "0.5"]
     with pytest.raises(ValueError, match="one per claim"):
         zoo.verdict_table(verdicts, [], smoke=False, paper_numbers=["0.25"])
+
+
+def test_gate_touches_only_the_claims_resting_on_a_failing_sae(tiny, cache, one_thread, capsys):
+    spec = small_spec()
+    good = get(tiny, [spec])[spec]
+    good.cfg.metadata["zoo_quality"] = {"explained_variance": 0.95, "ce_loss_score": 0.99, "frac_alive": 0.9, "l0": 4}
+    assert zoo.gate(good)[0]
+    bad = copy.deepcopy(good)
+    bad.cfg.metadata["zoo_quality"] = {**good.cfg.metadata["zoo_quality"], "frac_alive": 0.1}
+    est = stats.Estimate(0.3, 0.2, 0.4, n=50)
+    verdicts = [stats.verdict(est, claim="B1 on the good SAE", rests_on=["good"]),
+                stats.verdict(est, claim="B2 on both", rests_on=["good", "bad"]),
+                stats.verdict(est, claim="B3 on every SAE")]
+    table = zoo.verdict_table(verdicts, {"good": good, "bad": bad}, smoke=False, paper_numbers={})
+    assert "every verdict resting on one of them" in capsys.readouterr().out
+    assert list(table["verdict"]) == ["held"] + ["inconclusive: SAE below quality gate"] * 2
+    assert list(table["rule outcome"]) == ["held"] * 3 and list(table["below gate"]) == ["", "bad", "bad"]
+    rows = report.claims_rows(table, paper="P", claim="claim", ours="ours", verdict="verdict", why="reason")
+    assert "the rule alone says" not in rows[0]["why"]
+    assert rows[1]["why"].endswith("the rule alone says: held (below their gate: bad)")
+    with pytest.raises(ValueError, match="rests on \\['missing'\\]"):
+        zoo.gate_claims(stats.claims_table([stats.verdict(est, claim="B4", rests_on=["missing"])]), "verdict",
+                        {"bad": bad})
 
 
 def test_catalog_resolves_on_gemma_depth():
