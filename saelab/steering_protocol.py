@@ -126,7 +126,8 @@ def compare_methods(methods: pd.DataFrame, *, preconditions: Mapping[str, Any] |
                     seed: int = 0, level: float = 0.95) -> list[stats.Verdict]:
     """M1-M3 (`COMPARISONS`): the mean paired difference of held-out steering scores over (SAE, prompt) cells, by
     `saelab.stats.paired_difference` and `verdict` ("greater"), Holm-corrected as one family. `preconditions`
-    (e.g. the judge's known-answer checks) make every claim not testable when one fails."""
+    (e.g. the judge's known-answer checks) make every claim not testable when one fails. Each verdict rests on the
+    SAEs of `methods`' "sae" column."""
     cells = method_matrix(methods)
     if len(cells) < 2:
         raise ValueError(f"Only {len(cells)} paired (SAE, prompt) cells: every method needs latents in the same "
@@ -135,7 +136,8 @@ def compare_methods(methods: pd.DataFrame, *, preconditions: Mapping[str, Any] |
     for claim, (a, b) in COMPARISONS.items():
         est = stats.paired_difference(np.mean, cells[a].to_numpy(), cells[b].to_numpy(), n_resamples=n_boot,
                                       seed=seed, level=level)
-        out.append(stats.verdict(est, direction="greater", claim=claim, preconditions=preconditions))
+        out.append(stats.verdict(est, direction="greater", claim=claim, preconditions=preconditions,
+                                 rests_on=tuple(dict.fromkeys(cells.index.get_level_values("sae")))))
     return stats.verdicts_with_holm(out)
 
 
@@ -158,10 +160,11 @@ def tau_estimates(interp: Sequence[float], by_method: pd.DataFrame, *, n_boot: i
                                         seed=seed, level=level) for m in by_method.columns}
 
 
-def tau_verdicts(taus: Mapping[str, stats.Estimate], *, margin: float = TAU_MARGIN) -> list[stats.Verdict]:
+def tau_verdicts(taus: Mapping[str, stats.Estimate], *, margin: float = TAU_MARGIN,
+                 rests_on: Sequence[Any] = ()) -> list[stats.Verdict]:
     """T1 (tau-b > 0 with no selection) and T2 (tau-b within +-margin of 0 after Delta C selection). Both are not
     testable, and reported descriptively, while the number of SAEs cannot tell the paper's 0.30 from 0
-    (`tau_null_mde` above 0.30)."""
+    (`tau_null_mde` above 0.30). `rests_on`: the SAEs the tau-b runs over (for the quality gate)."""
     out = []
     for claim, method, kw in (("T1: interpretability and steering agree weakly (tau-b > 0, no selection)", RANDOM,
                                {"direction": "greater"}),
@@ -171,7 +174,7 @@ def tau_verdicts(taus: Mapping[str, stats.Estimate], *, margin: float = TAU_MARG
         mde = tau_null_mde(est.n if isinstance(est.n, int) else min(est.n), est.level)
         enough = (mde <= PAPER_TAU, f"{est.n} SAEs detect tau-b only above {mde:.2f} (null SE), above the paper's "
                                     f"{PAPER_TAU}: descriptive only")
-        out.append(stats.verdict(est, claim=claim, preconditions={"enough SAEs": enough}, **kw))
+        out.append(stats.verdict(est, claim=claim, preconditions={"enough SAEs": enough}, rests_on=rests_on, **kw))
     return out
 
 

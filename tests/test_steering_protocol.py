@@ -84,7 +84,7 @@ def _methods(diff_dtc, diff_out, noise=0.02, n_saes=4, n_prompts=5, seed=0):
 def test_method_verdicts_on_constructed_cases_for_every_outcome():
     held = sp.compare_methods(_methods(0.1, 0.1), n_boot=500)
     assert [v.outcome for v in held] == ["held"] * 3
-    assert all(v.correction.startswith("Holm") for v in held)
+    assert all(v.correction.startswith("Holm") and v.rests_on == ("s0", "s1", "s2", "s3") for v in held)
     against = sp.compare_methods(_methods(-0.1, 0.1), n_boot=500)
     assert against[0].outcome == "contradicted" and against[1].outcome == "held"
     unclear = sp.compare_methods(_methods(0.0, 0.0, noise=0.2), n_boot=500)
@@ -119,12 +119,13 @@ def test_tau_b_is_descriptive_while_the_saes_are_too_few():
 
 def test_verdict_table_says_smoke_numbers_are_not_findings(capsys):
     verdicts = sp.compare_methods(_methods(0.1, 0.1), n_boot=200)
-    table = sp.verdict_table(verdicts, {"s": _sae()}, smoke=True)
+    saes = {f"s{i}": _sae() for i in range(4)}  # the SAEs of _methods, each below its gate (no quality record)
+    table = sp.verdict_table(verdicts, saes, smoke=True)
     assert table["verdict"].str.startswith("smoke run, not a finding").all()
     assert "not findings" in capsys.readouterr().out
     assert table.loc[0, "paper's number"] == sp.PAPER_NUMBERS["M1"] and table.loc[0, "ours"].startswith("+0.1")
     taus = sp.tau_estimates(np.arange(5.0), pd.DataFrame({m: np.arange(5.0) for m in sp.METHODS}), n_boot=100)
-    gated = sp.verdict_table(verdicts + sp.tau_verdicts(taus), {"s": _sae()}, smoke=False)
+    gated = sp.verdict_table(verdicts + sp.tau_verdicts(taus, rests_on=list(saes)), saes, smoke=False)
     assert list(gated["verdict"]) == ["inconclusive: SAE below quality gate"] * 3 + ["not testable"] * 2
     assert list(gated["rule outcome"]) == ["held"] * 3 + ["not testable"] * 2
 
