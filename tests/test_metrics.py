@@ -148,8 +148,9 @@ def test_reconstruction_scores_match_direct_computation(model):
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, rel=1e-3, abs=1e-5), name
     assert got["n_tokens"] == sum(len(model.tokenizer(t)["input_ids"]) - 1 for t in TEXTS)
-    assert M.ce_loss_score(model, sae, TEXTS, progress=False) == pytest.approx(got["ce_loss_score"], rel=1e-5)
-    assert M.kl_div_score(model, sae, TEXTS, progress=False) == pytest.approx(got["kl_div_score"], rel=1e-5)
+    # separate float32 passes: a ratio of loss gaps can drift by ~2e-5 between them (seen on a fresh clone)
+    assert M.ce_loss_score(model, sae, TEXTS, progress=False) == pytest.approx(got["ce_loss_score"], rel=1e-4)
+    assert M.kl_div_score(model, sae, TEXTS, progress=False) == pytest.approx(got["kl_div_score"], rel=1e-4)
 
 
 def test_perfect_and_useless_saes_score_one_and_zero(model):
