@@ -132,12 +132,12 @@ def compare_methods(methods: pd.DataFrame, *, preconditions: Mapping[str, Any] |
     if len(cells) < 2:
         raise ValueError(f"Only {len(cells)} paired (SAE, prompt) cells: every method needs latents in the same "
                          "SAEs and at least two held-out prompts.")
-    out = []
+    out, saes = [], tuple(dict.fromkeys(cells.index.get_level_values("sae")))
     for claim, (a, b) in COMPARISONS.items():
         est = stats.paired_difference(np.mean, cells[a].to_numpy(), cells[b].to_numpy(), n_resamples=n_boot,
                                       seed=seed, level=level)
         out.append(stats.verdict(est, direction="greater", claim=claim, preconditions=preconditions,
-                                 rests_on=tuple(dict.fromkeys(cells.index.get_level_values("sae")))))
+                                 rests_on=saes))
     return stats.verdicts_with_holm(out)
 
 

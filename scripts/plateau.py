@@ -31,6 +31,7 @@ import torch  # noqa: E402
 
 from saelab import zoo, zoo_catalog  # noqa: E402
 from saelab.activation_cache import ShardedTokens  # noqa: E402
+from saelab.io import atomic_path  # noqa: E402
 from saelab.models import load_model  # noqa: E402
 from saelab.train import train_sae  # noqa: E402
 from saelab.zoo_spec import SAESpec  # noqa: E402
@@ -59,7 +60,7 @@ def run(model, heldout, spec: SAESpec, every: int) -> list[dict]:
     return rows
 
 
-def plot(frame: pd.DataFrame, finished: dict, hook: str, path: Path) -> None:
+def plot(frame: pd.DataFrame, finished: dict, hook: str, budget: int, path: Path) -> None:
     """Held-out EV, CE loss score and L0 against tokens, the zoo's finished SAEs as stars at their budget."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
     keys = {"explained_variance": "held-out explained variance", "ce_loss_score": "CE loss score", "l0": "L0"}
@@ -67,15 +68,16 @@ def plot(frame: pd.DataFrame, finished: dict, hook: str, path: Path) -> None:
         for ax, key in zip(axes, keys):
             line, = ax.plot(rows.tokens / 1e6, rows[key], "o-", ms=3,
                             label=f"{arch}, a {rows.tokens.max() / 1e6:.1f}M-token run")
-            ax.plot(zoo.budget(4096) / 1e6, finished[arch][key], "*", ms=12, color=line.get_color(),
+            ax.plot(budget / 1e6, finished[arch][key], "*", ms=12, color=line.get_color(),
                     label=f"{arch}, the zoo's SAE (its schedule ends at the budget)")
     for ax, title in zip(axes, keys.values()):
-        ax.axvline(zoo.budget(4096) / 1e6, color="grey", ls=":", label="the zoo's budget (2.05M tokens)")
+        ax.axvline(budget / 1e6, color="grey", ls=":", label=f"the zoo's budget ({budget / 1e6:.2f}M tokens)")
         ax.set(xlabel="training tokens (millions)", title=title)
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Gemma 3 270M {hook}, 4,096 latents: held-out scores while training", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=120, format="png")
 
 
 def main() -> int:
@@ -96,11 +98,12 @@ def main() -> int:
         heldout = zoo.Heldout(model, zoo_catalog.catalog_hooks(model), smoke=False, progress=True)
         specs = [dataclasses.replace(spec, n_tokens=args.tokens) for spec in zoo_specs]
         frame = pd.DataFrame([row for spec in specs for row in run(model, heldout, spec, args.every)])
-        frame.to_csv(out / "plateau.csv", index=False)
+        with atomic_path(out / "plateau.csv") as tmp:
+            frame.to_csv(tmp, index=False)
     # the zoo's own SAEs of the same recipes, trained on the zoo budget with the schedule decaying at its end
     finished = {spec.architecture: sae.cfg.metadata["zoo_quality"]
                 for spec, sae in zoo.get_saes(model, zoo_specs).items()}
-    plot(frame, finished, hook, out / "plateau.png")
+    plot(frame, finished, hook, zoo_specs[0].tokens, out / "plateau.png")
     print(frame.to_string())
     print("the zoo's SAEs:", {arch: {k: round(q[k], 4) for k in ("explained_variance", "ce_loss_score", "l0")}
                                for arch, q in finished.items()})
