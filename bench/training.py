@@ -24,9 +24,10 @@ defaults:
 
   saelab   `train_sae`: unit-norm decoder rows (gradient projected, rows renormalised), AuxK (1/32, topk only),
            sparse backward (TopK always; ReLU / JumpReLU once at most 20% of the (token, latent) pairs are active,
-           before that a dense step without the input gradient), gradient norm clipping at 1. TopK runs twice: as the
-           zoo trains it (latents chosen from a bfloat16 encoder product where `fast_selection_dtype` finds the CPU
-           fast at it, values in float32) and with float32 selection (`topk_float32_selection_speed_vs_saelens`).
+           before that a dense step without the input gradient), gradient norm clipping at 1. Each architecture runs
+           twice: as the zoo trains it (the (token, latent) pairs chosen from a bfloat16 encoder product where
+           `fast_selection_dtype` finds the CPU fast at it, values in float32) and with float32 selection
+           (`<arch>_float32_selection_speed_vs_saelens`).
   SAELens  `SAETrainer` (6.54) with `TopKTrainingSAE` (rescale_acts_by_decoder_norm, AuxK coefficient 1 after 1000
            steps without firing, so never in a short run), `StandardTrainingSAE` or `JumpReLUTrainingSAE`; gradient
            norm clipping at 1; dense backward. SAELens' `use_sparse_activations` option is not used: its backward
@@ -74,8 +75,8 @@ RECIPES: dict[str, dict] = {
     "jumprelu": {"lr": 2e-3, "l0_coefficient": 1.0, "jumprelu_init_threshold": 0.5, "jumprelu_bandwidth": 0.05},
 }
 ARCHS = tuple(RECIPES)
-#: saelab as the zoo trains (TopK latents chosen in bfloat16 where the CPU is fast at it), saelab with float32
-#: selection (TopK only), SAELens
+#: saelab as the zoo trains (pairs chosen in bfloat16 where the CPU is fast at it), saelab with float32 selection,
+#: SAELens
 TRAINERS = ("saelab", "saelab-fp32", "saelens")
 
 
@@ -134,7 +135,7 @@ def run_one(which: str, arch: str, train_folder: str, eval_folder: str, steps: i
     cfg = SAEConfig(d_in=source.d_in, d_sae=D_SAE, architecture=arch, normalize_activations="expected_average_only_in",
                     **recipe)
     warmup, decay = max(1, steps // 20), int(0.2 * steps)
-    selection = fast_selection_dtype() if which == "saelab" and arch == "topk" else "float32"
+    selection = fast_selection_dtype() if which == "saelab" else "float32"
     tcfg = TrainConfig(n_steps=steps, batch_size=BATCH, lr=lr, warmup_steps=warmup, decay="linear",
                        decay_fraction=decay / steps, seed=SEED, selection_dtype=selection)
     stamps: list[float] = []
@@ -227,7 +228,7 @@ def main() -> None:
     folders = prepare(args.n_texts, args.n_eval)
     results: dict[tuple[str, str], dict] = {}
     for arch in archs:
-        for which in TRAINERS if arch == "topk" else ("saelab", "saelens"):
+        for which in TRAINERS:
             command = [sys.executable, __file__, "--only", which, "--arch", arch, "--folders", *folders,
                        "--steps", str(steps), "--saelens-init", args.saelens_init]
             print(f"training {arch} with {which} ({steps} steps x {BATCH} tokens)...", file=sys.stderr, flush=True)
@@ -250,9 +251,10 @@ def main() -> None:
         fields.append(f"{prefix}_speed_vs_saelens={ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}")
         fields.append(f"{'' if arch == 'topk' else arch + '_'}ev_delta="
                       f"{ours['explained_variance'] - theirs['explained_variance']:.3f}")
-    if ("topk", "saelab-fp32") in results:
-        ours, theirs = results["topk", "saelab-fp32"], results["topk", "saelens"]
-        fields.append(f"topk_float32_selection_speed_vs_saelens={ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}")
+    for arch in archs:
+        ours, theirs = results[arch, "saelab-fp32"], results[arch, "saelens"]
+        fields.append(f"{arch}_float32_selection_speed_vs_saelens="
+                      f"{ours['tokens_per_s'] / theirs['tokens_per_s']:.2f}")
     print("RESULT " + " ".join(fields))
 
 

@@ -31,7 +31,6 @@ import torch.distributed as dist
 from saelab import zoo, zoo_catalog
 from saelab.activation_cache import MANIFEST, ShardedTokens
 from saelab.activation_store import FORMAT, StoreTokens
-from saelab.activations import extract_to_cache
 from saelab.checkpoints import find_checkpoints, read_checkpoint
 from saelab.io import read_json
 from saelab.models import load_model
@@ -190,21 +189,14 @@ def _extract_for_ranks(model, shares: list[list[Any]], progress: bool, texts, co
     half-written manifest."""
 
     smoke = zoo.smoke_mode() if smoke is None else smoke
-    corpus_texts, corpus = zoo.resolve_corpus(texts, corpus_name, smoke)
+    corpus = zoo.resolve_corpus(model, texts, corpus_name, smoke)[1]
     for specs in shares:
         actual = [spec.scaled_for_smoke() if smoke else spec for spec in specs]
         keys = [zoo.spec_key(model, spec, corpus) for spec in actual]
         needed = {s.hook for s, k in zip(actual, keys) if zoo.load_if_trained(zoo.sae_folder(model, s, k), k) is None}
-        if not needed:
-            continue
-        if texts is None and needed <= set(zoo.catalog_hooks(model)):
-            hooks = zoo.catalog_hooks(model)
-            zoo.corpus_folder(model, smoke, progress)
-        else:
-            hooks = sorted(needed)
-            extract_to_cache(model, corpus_texts, hooks, dataset=corpus_name, storage_dtype=zoo.STORAGE_DTYPE,
-                             batch_size=zoo.EXTRACT_BATCH, progress=progress)
-        zoo.Heldout(model, hooks, smoke, progress)
+        if needed:
+            hooks = zoo.training_tokens(model, texts, corpus_name, needed, smoke, progress)[1]
+            zoo.Heldout(model, hooks, smoke, progress)
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -92,8 +92,8 @@ class TrainConfig:
     seed: int = 0
     window_chunks: int = 4
     sparse_kernels: bool = True  # the sparse fast path (CPU); turned off automatically with an extra loss
-    # "bfloat16": on the fast path, topk / batchtopk choose each token's latents from a bfloat16 encoder product
-    # (~3.5x faster with AVX512-BF16 or AMX); every value in the loss stays float32, so only near-ties differ
+    # "bfloat16": on the fast path, the (token, latent) pairs are chosen from a bfloat16 encoder product (~3.5x
+    # faster with AVX512-BF16 or AMX); every value in the loss stays float32, so only near-ties differ
     selection_dtype: str = "float32"
     checkpoint_every: int | None = None
     checkpoint_dir: str | None = None
@@ -337,9 +337,6 @@ def train_sae(
     use_sparse = (tcfg.sparse_kernels and has_sparse_path(cfg.architecture) and extra_loss is None
                   and device.type == "cpu")
     pre_buffer = None  # the fast path's [batch, d_sae] pre-activations, reused from step to step
-    if tcfg.selection_dtype != "float32" and not is_topk:
-        raise ValueError(f"selection_dtype={tcfg.selection_dtype!r} applies to topk / batchtopk SAEs only, not "
-                         f"{cfg.architecture!r}: leave it at 'float32'")
     selection = torch.bfloat16 if tcfg.selection_dtype == "bfloat16" else None
 
     if sae is None:

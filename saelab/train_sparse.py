@@ -224,10 +224,22 @@ def _csr_from_flat(flat: torch.Tensor, n_rows: int, n_cols: int) -> tuple[torch.
     return crow, col, rows
 
 
-def _select_batch_topk(pre: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+#: BatchTopK ranks only the pre-activations above this share of its running threshold (an EMA of the batches' k*B-th
+#: value): about 1.5 k*B of the B * d_sae, the same pairs (up to ties) at a fraction of the cost of ranking them all
+BATCH_TOPK_FLOOR = 0.8
+
+
+def _select_batch_topk(pre: torch.Tensor, k: int, floor: float = 0.0) -> tuple[torch.Tensor, ...]:
+    """The batch's k * B largest positive pre-activations as a CSR pattern. With a `floor` > 0 that at least k * B
+    values exceed, only those are ranked (exact: every one of the k * B largest exceeds it); else all are."""
     B, d_sae = pre.shape
-    flat = F.relu(pre).reshape(-1).topk(k * B, sorted=False).indices.sort().values
-    return _csr_from_flat(flat, B, d_sae)
+    flat, n = pre.reshape(-1), k * B
+    if floor > 0:
+        candidates = (flat > floor).nonzero().squeeze(1)
+        if len(candidates) >= n:
+            top = flat.index_select(0, candidates).topk(n, sorted=False).indices
+            return _csr_from_flat(candidates.index_select(0, top).sort().values, B, d_sae)
+    return _csr_from_flat(F.relu(flat).topk(n, sorted=False).indices.sort().values, B, d_sae)
 
 
 def _select(sae: SAE, pre: torch.Tensor, max_density: float = 1.0) -> Pairs | None:
@@ -238,7 +250,8 @@ def _select(sae: SAE, pre: torch.Tensor, max_density: float = 1.0) -> Pairs | No
         crow, col, rows, _ = _csr_from_topk(pre.topk(sae.cfg.k, dim=-1, sorted=False).indices)
         return Pairs(crow, col, rows, d_sae)
     if sae.architecture == "batchtopk":
-        return Pairs(*_select_batch_topk(pre, sae.cfg.k), d_sae)
+        floor = BATCH_TOPK_FLOOR * float(sae.topk_threshold)  # negative (no floor) until the first update
+        return Pairs(*_select_batch_topk(pre, sae.cfg.k, floor), d_sae)
     if sae.architecture == "relu":
         mask = pre > 0
     elif sae.architecture == "jumprelu":  # active (pre > t) or near t (|pre - t| < bandwidth / 2), with a margin
@@ -258,8 +271,8 @@ def has_sparse_path(architecture: str) -> bool:
 def _encode_no_grad(sae: SAE, x: torch.Tensor, pre_out: torch.Tensor | None,
                     selection_dtype: torch.dtype | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """(pre, x_c) without autograd; `pre_out`, a [B, d_sae] buffer reused from step to step, saves allocating (and
-    page-faulting) the large `pre` each step. With a `selection_dtype` (bfloat16; topk / batchtopk only) `pre` is
-    computed in it, to choose the pairs; their values are then recomputed in float32 (`_pair_values`)."""
+    page-faulting) the large `pre` each step. With a `selection_dtype` (bfloat16) `pre` is computed in it, to
+    choose the pairs; their values are then recomputed in float32 (`_pair_values`)."""
     with torch.no_grad():
         x_c = x - sae.b_dec if sae.cfg.apply_b_dec_to_input else x
         dtype = x_c.dtype if selection_dtype is None else selection_dtype
@@ -329,13 +342,14 @@ def train_forward(sae: SAE, x: torch.Tensor, sparsity_scale: float = 1.0, dead: 
 
     TopK / BatchTopK always take the pairs route; relu / jumprelu take it when at most `max_density` (default
     `MAX_SPARSE_DENSITY`) of the (token, latent) pairs are selected, and `dense_forward`'s route otherwise.
-    `selection_dtype` (topk / batchtopk only): choose each token's latents from pre-activations computed in this
-    dtype (bfloat16 is ~3.5x faster on CPUs with AVX512-BF16 or AMX); every value that enters the loss is
-    recomputed in float32, so only near-ties between latents choose differently."""
-    if selection_dtype is not None and sae.architecture not in ("topk", "batchtopk"):
-        raise ValueError(f"selection_dtype applies to topk / batchtopk only, not {sae.architecture!r}")
+    `selection_dtype`: choose the pairs from pre-activations computed in this dtype (bfloat16 is ~3.5x faster on
+    CPUs with AVX512-BF16 or AMX); every value that enters the loss is recomputed in float32, so only near-ties
+    choose differently (TopK's k-th latent; for relu a pre-activation within rounding of 0, which adds about 0 to
+    the codes; JumpReLU's pairs carry a margin of half a bandwidth around the threshold)."""
     pre, x_c = _encode_no_grad(sae, x, pre_out, selection_dtype)
     pairs = _select(sae, pre, MAX_SPARSE_DENSITY if max_density is None else max_density)
+    if pairs is None and pre.dtype != x_c.dtype:  # the dense route reads every value: compute them all in full
+        pre = _encode_no_grad(sae, x, None)[0]
     if pairs is not None:
         x_hat, codes = _forward_pairs(sae, pairs, pre, x_c)
         terms = {"mse": (x_hat - x).pow(2).sum(-1).mean(), **sparse_sparsity_loss(sae, codes, sparsity_scale)}

@@ -17,6 +17,7 @@ on an SAE below its gate is not a finding (`gate`). `build` (`make zoo`) trains 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import random
@@ -44,6 +45,7 @@ from saelab.models import load_model, model_fingerprint, model_name
 from saelab.sae import SAE
 from saelab.tasks import load_task
 from saelab.train import fast_selection_dtype, train_sae
+from saelab.train_sparse import has_sparse_path
 from saelab.zoo_catalog import NOTEBOOKS, all_specs, catalog_hooks
 from saelab.zoo_spec import SAESpec, budget
 
@@ -111,14 +113,53 @@ def heldout_texts(smoke: bool | None = None) -> list[str]:
 
 def corpus_folder(model, smoke: bool | None = None, progress: bool = True) -> Path:
     """The shared corpus's token activations at every hook of the catalog (`zoo_catalog.catalog_hooks`), in
-    float16: extracted once (`make zoo` does it; an interrupted extraction resumes), then read shard by shard with
-    ``ShardedTokens(corpus_folder(model), hook)``."""
-    return extract_to_cache(model, training_texts(smoke), catalog_hooks(model), dataset=CORPUS_NAME,
+    float16: extracted once (`make zoo` does it; an interrupted extraction resumes) by `corpus_model(model)`, then
+    read shard by shard with ``ShardedTokens(corpus_folder(model), hook)``."""
+    return extract_to_cache(corpus_model(model), training_texts(smoke), catalog_hooks(model), dataset=CORPUS_NAME,
                             storage_dtype=STORAGE_DTYPE, batch_size=EXTRACT_BATCH, progress=progress)
 
 
-def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
-    return {"name": name, "fingerprint": sha256_text(*texts)[:16], "n_texts": len(texts), "storage": STORAGE_DTYPE}
+def training_tokens(model, texts: Sequence[str] | None, corpus_name: str | None, needed: set[str], smoke: bool,
+                    progress: bool) -> tuple[Path, list[str]]:
+    """(folder, hooks): the token activations SAEs at the hooks `needed` train on. The shared corpus at every
+    catalog hook when `texts` is None and the catalog has those hooks (one extraction serves every notebook), else
+    `texts` (None: the zoo's corpus) at `needed` alone."""
+    if texts is None and needed <= set(catalog_hooks(model)):
+        return corpus_folder(model, smoke, progress), catalog_hooks(model)
+    hooks = sorted(needed)
+    texts = training_texts(smoke) if texts is None else texts
+    folder = extract_to_cache(corpus_model(model), texts, hooks, dataset=corpus_name or CORPUS_NAME,
+                              storage_dtype=STORAGE_DTYPE, batch_size=EXTRACT_BATCH, progress=progress)
+    return folder, hooks
+
+
+def corpus_forward_dtype(model) -> str:
+    """The dtype the training corpus is extracted in: "bfloat16" for a float32 `model` on a GPU or on a CPU that
+    multiplies bfloat16 fast (`fast_selection_dtype`: 2.1x float32 here, bench/corpus_dtype.py), else the model's
+    own. The held-out activations that score and gate each SAE come from `model` itself, as the notebooks read it."""
+    param = next(model.parameters())
+    if param.dtype != torch.float32:
+        return str(param.dtype).removeprefix("torch.")
+    if param.device.type == "cuda":
+        return "bfloat16"
+    return fast_selection_dtype() if param.device.type == "cpu" else "float32"
+
+
+def corpus_model(model):
+    """The model that extracts the training corpus: `model`, or a bfloat16 copy of it (`corpus_forward_dtype`),
+    fingerprinted as such, so its activation cache is never mistaken for the float32 model's."""
+    if corpus_forward_dtype(model) != "bfloat16" or next(model.parameters()).dtype == torch.bfloat16:
+        return model
+    half = copy.deepcopy(model).to(torch.bfloat16)
+    half.saelab_fingerprint = model_fingerprint(model) + "@bfloat16"
+    return half
+
+
+def corpus_record(texts: Sequence[str], name: str, forward_dtype: str = "float32") -> dict[str, Any]:
+    """What identifies the training corpus in an SAE's key; the forward dtype only when not float32 (so keys made
+    by a float32 extraction stay as they were)."""
+    record = {"name": name, "fingerprint": sha256_text(*texts)[:16], "n_texts": len(texts), "storage": STORAGE_DTYPE}
+    return record | ({"forward": forward_dtype} if forward_dtype != "float32" else {})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -126,7 +167,7 @@ def corpus_record(texts: Sequence[str], name: str) -> dict[str, Any]:
 # ------------------------------------------------------------------------------------------------------------------
 
 #: training options that change a trained SAE by no more than rounding and near-ties, so not part of its key (like
-#: the device): the bfloat16 selection of TopK latents (`TrainConfig.selection_dtype`)
+#: the device): the bfloat16 selection of (token, latent) pairs (`TrainConfig.selection_dtype`)
 NOT_IN_KEY = ("selection_dtype",)
 
 
@@ -258,14 +299,14 @@ def load_if_trained(folder: Path, key: str) -> SAE | None:
 # Getting SAEs
 # ------------------------------------------------------------------------------------------------------------------
 
-def resolve_corpus(texts: Sequence[str] | None, corpus_name: str | None,
+def resolve_corpus(model, texts: Sequence[str] | None, corpus_name: str | None,
                    smoke: bool) -> tuple[list[str], dict[str, Any]]:
     """The training texts (the zoo's own corpus when `texts` is None) and their record for the SAE's key."""
     if texts is None:
         texts, corpus_name = training_texts(smoke), CORPUS_NAME
     elif not corpus_name:
         raise ValueError("pass corpus_name= to name your own training texts (it is recorded with each SAE)")
-    return list(texts), corpus_record(texts, corpus_name)
+    return list(texts), corpus_record(texts, corpus_name, corpus_forward_dtype(model))
 
 
 def _check_specs(specs) -> dict[Any, SAESpec]:
@@ -297,20 +338,13 @@ def get_saes(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec], *, texts: 
     """
     named = _check_specs(specs)
     smoke = smoke_mode() if smoke is None else smoke
-    default_corpus = texts is None
-    texts, corpus = resolve_corpus(texts, corpus_name, smoke)
+    corpus = resolve_corpus(model, texts, corpus_name, smoke)[1]
     actual = {spec: spec.scaled_for_smoke() if smoke else spec for spec in dict.fromkeys(named.values())}  # in order
     keys = {spec: spec_key(model, actual[spec], corpus) for spec in actual}
     found = {spec: load_if_trained(sae_folder(model, actual[spec], keys[spec]), keys[spec]) for spec in actual}
     missing = list({keys[spec]: spec for spec in actual if found[spec] is None}.values())  # smoke: widths merge
     if missing:
-        needed = {spec.hook for spec in missing}
-        if default_corpus and needed <= set(catalog_hooks(model)):  # one extraction serves every notebook
-            folder, hooks = corpus_folder(model, smoke, progress), catalog_hooks(model)
-        else:
-            hooks = sorted(needed)
-            folder = extract_to_cache(model, texts, hooks, dataset=corpus_name, storage_dtype=STORAGE_DTYPE,
-                                      batch_size=EXTRACT_BATCH, progress=progress)
+        folder, hooks = training_tokens(model, texts, corpus_name, {spec.hook for spec in missing}, smoke, progress)
         heldout = Heldout(model, hooks, smoke, progress)
         bar = tqdm(total=sum(actual[s].tokens for s in missing), desc="training SAEs", unit="tok", unit_scale=True,
                    disable=not progress)
@@ -362,9 +396,9 @@ def training_device() -> str:
 
 
 def selection_dtype(spec: SAESpec, device: str) -> str:
-    """bfloat16 selection of TopK / BatchTopK latents on CPUs that multiply bfloat16 fast (`fast_selection_dtype`),
+    """bfloat16 selection of the (token, latent) pairs on CPUs that multiply bfloat16 fast (`fast_selection_dtype`),
     float32 otherwise; recorded in each SAE's training config, not in its key."""
-    if device != "cpu" or spec.architecture not in ("topk", "batchtopk"):
+    if device != "cpu" or not has_sparse_path(spec.architecture):
         return "float32"
     return fast_selection_dtype()
 
@@ -411,7 +445,7 @@ def table(model, specs: Sequence[SAESpec] | Mapping[Any, SAESpec] | None = None,
     reads the cache only (an SAE not built yet shows as such). `texts` / `corpus_name` as in `get_saes`."""
     smoke = smoke_mode() if smoke is None else smoke
     named = _check_specs(specs if specs is not None else list(all_specs(model)))
-    corpus = resolve_corpus(texts, corpus_name, smoke)[1]
+    corpus = resolve_corpus(model, texts, corpus_name, smoke)[1]
     rows = []
     for name, spec in named.items():
         actual = spec.scaled_for_smoke() if smoke else spec
@@ -462,6 +496,7 @@ def build(models: Sequence[str] = ("gemma-3-270m", "smollm2-135m"), *, notebooks
 
 
 __all__ = ["CORPUS_NAME", "NOTEBOOKS", "QUALITY_GATES", "SMOKE_BANNER", "STORAGE_DTYPE", "QualityGate", "SAESpec",
-           "budget", "build", "Heldout", "corpus_folder", "corpus_record", "gate_claims", "gate_report",
-           "training_device", "gate", "get_sae", "get_saes", "heldout_texts", "load_if_trained", "resolve_corpus",
-           "sae_folder", "spec_key", "table", "training_texts", "verdict_table"]
+           "budget", "build", "Heldout", "corpus_folder", "corpus_forward_dtype", "corpus_model", "corpus_record",
+           "gate_claims", "gate_report", "training_device", "gate", "get_sae", "get_saes", "heldout_texts",
+           "load_if_trained", "resolve_corpus", "sae_folder", "spec_key", "table", "training_texts", "training_tokens",
+           "verdict_table"]

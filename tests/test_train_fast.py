@@ -268,28 +268,34 @@ def test_stream_still_refuses_a_chunk_with_nan_or_inf(bad):
 
 
 @pytest.mark.parametrize("k_aux", [5, 10])
-@pytest.mark.parametrize("arch", ["topk", "batchtopk"])
-def test_low_precision_selection_recomputes_every_value_at_full_precision(arch, k_aux):
-    """Latents chosen from a lower-precision `pre` (float32 for this float64 SAE, as bfloat16 for a float32 one),
-    values recomputed at full precision: with the same choices, the same losses and gradients as the dense path
-    (AuxK on both of its routes: k_aux 5 takes the pairs, 10 the dead columns)."""
+@pytest.mark.parametrize("arch,max_density", [("topk", None), ("batchtopk", None), ("relu", 1.0), ("relu", 0.0),
+                                              ("jumprelu", 1.0), ("jumprelu", 0.0)])
+def test_low_precision_selection_recomputes_every_value_at_full_precision(arch, max_density, k_aux):
+    """Pairs chosen from a lower-precision `pre` (float32 for this float64 SAE, as bfloat16 for a float32 one),
+    values recomputed at full precision: with the same choices, the same losses and gradients as the full-precision
+    step (AuxK on both of its routes: k_aux 5 takes the pairs, 10 the dead columns). relu / jumprelu on both routes:
+    max_density 1.0 takes the pairs, 0.0 the dense route, which recomputes every value."""
     sae, x = make_sae(arch), batch()
-    low = train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux, selection_dtype=torch.float32)
-    assert low.pre.dtype == torch.float32 and low.sparse
-    full = train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux)
-    assert set(low.terms) == set(full.terms) == {"mse", "aux_k"}
+
+    def step(**options):
+        return train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux, max_density=max_density, **options)
+
+    low, full = step(selection_dtype=torch.float32), step()
+    assert low.sparse == (max_density != 0.0)
+    assert low.pre.dtype == (torch.float32 if low.sparse else torch.float64)
+    assert set(low.terms) == set(full.terms) >= {"mse", "aux_k"}
     for name in full.terms:
         assert torch.allclose(low.terms[name], full.terms[name], rtol=1e-12, atol=1e-12), name
-        expected = gradients(sae, train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux).terms[name])
-        got = gradients(sae, train_forward(sae, x, dead=dead_mask(), aux_coef=1.0, k_aux=k_aux,
-                                           selection_dtype=torch.float32).terms[name])
+        expected = gradients(sae, step().terms[name])
+        got = gradients(sae, step(selection_dtype=torch.float32).terms[name])
         for param in expected:
             assert torch.allclose(got[param], expected[param], rtol=1e-10, atol=1e-12), (name, param)
 
 
-def test_bfloat16_selection_trains_the_same_sae_up_to_near_ties():
+@pytest.mark.parametrize("arch", ["topk", "batchtopk", "relu", "jumprelu"])
+def test_bfloat16_selection_trains_the_same_sae_up_to_near_ties(arch):
     data = toy_data(4000)
-    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="topk", k=K)
+    cfg = SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture=arch, k=K if "topk" in arch else None)
     runs = {dtype: train_sae(TensorSource(data), cfg, TrainConfig(n_steps=40, batch_size=256, lr=3e-3,
                                                                   selection_dtype=dtype), progress=False)
             for dtype in ("float32", "bfloat16")}
@@ -297,9 +303,27 @@ def test_bfloat16_selection_trains_the_same_sae_up_to_near_ties():
     with torch.no_grad():
         ev = {dtype: float(1 - (sae(data) - data).pow(2).sum() / (data - data.mean(0)).pow(2).sum())
               for dtype, sae in runs.items()}
+        l0 = {dtype: float((sae.encode(data) > 0).sum(1).float().mean()) for dtype, sae in runs.items()}
     assert ev["float32"] > 0.5 and abs(ev["bfloat16"] - ev["float32"]) < 0.01, ev
-    with pytest.raises(ValueError, match="topk / batchtopk SAEs only"):
-        train_sae(TensorSource(data), SAEConfig(d_in=D_IN, d_sae=D_SAE, architecture="relu"),
-                  TrainConfig(n_steps=2, batch_size=256, selection_dtype="bfloat16"), progress=False)
+    assert abs(l0["bfloat16"] - l0["float32"]) <= 0.05 * l0["float32"] + 0.1, l0
+
+
+def test_selection_dtype_is_checked():
     with pytest.raises(ValueError, match="selection_dtype must be"):
         TrainConfig(n_steps=2, selection_dtype="float16")
+
+
+def test_batch_topk_ranks_only_the_values_above_its_floor_and_picks_the_same_pairs():
+    pre = torch.randn(64, 256, generator=torch.Generator().manual_seed(0))  # float32: no ties
+    everything = train_sparse._select_batch_topk(pre, 4)
+    kth = float(pre.reshape(-1).topk(4 * 64).values[-1])
+    for floor in (0.5 * kth, 0.99 * kth):  # a floor below the k*B-th value: the same pairs from fewer candidates
+        for ours, reference in zip(train_sparse._select_batch_topk(pre, 4, floor), everything):
+            assert torch.equal(ours, reference)
+    too_high = train_sparse._select_batch_topk(pre, 4, 1.01 * kth)  # fewer than k*B above it: ranks everything
+    for ours, reference in zip(too_high, everything):
+        assert torch.equal(ours, reference)
+    sae = SAE(SAEConfig(d_in=D_IN, d_sae=256, architecture="batchtopk", k=4), seed=0)
+    sae.topk_threshold.fill_(kth)  # the SAE's running threshold sets the floor
+    pairs = train_sparse._select(sae, pre)
+    assert torch.equal(pairs.col, everything[1]) and torch.equal(pairs.crow, everything[0])

@@ -12,8 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+import saelab
 from saelab import report, stats, zoo, zoo_catalog
 from saelab.config import cache_dir
+from saelab.models import model_fingerprint
 from saelab.zoo_spec import budget
 
 TEXTS = [f"sentence number {i} about cats and dogs and the weather" for i in range(40)]
@@ -64,6 +66,29 @@ def test_changed_recipe_or_corrupt_folder_retrains(tiny, cache, one_thread):
     (target / "sae_weights.safetensors").write_bytes(b"broken")
     rebuilt = get(tiny, [spec])[spec]
     torch.testing.assert_close(rebuilt.W_dec, sae.W_dec)  # same seed, same data: the same SAE again
+
+
+def test_corpus_is_extracted_in_bfloat16_where_fast_and_keyed_so(tiny, cache, one_thread, monkeypatch):
+    spec = small_spec()
+    records = {}
+    for fast in ("float32", "bfloat16"):
+        monkeypatch.setattr(zoo, "fast_selection_dtype", lambda fast=fast: fast)
+        assert zoo.corpus_forward_dtype(tiny) == fast
+        records[fast] = zoo.resolve_corpus(tiny, TEXTS, "test-corpus", smoke=False)[1]
+    assert "forward" not in records["float32"] and records["bfloat16"]["forward"] == "bfloat16"
+    assert zoo.spec_key(tiny, spec, records["float32"]) != zoo.spec_key(tiny, spec, records["bfloat16"])
+
+    half = zoo.corpus_model(tiny)  # a copy: the caller's model stays float32
+    assert next(half.parameters()).dtype == torch.bfloat16 and next(tiny.parameters()).dtype == torch.float32
+    assert half.saelab_fingerprint == model_fingerprint(tiny) + "@bfloat16"
+    assert zoo.corpus_model(half) is half and zoo.corpus_forward_dtype(half) == "bfloat16"
+    exact, rounded = (saelab.extract(m, TEXTS[:8], spec.hook, pooling="none", progress=False)[spec.hook]
+                      for m in (tiny, half))
+    assert torch.nn.functional.cosine_similarity(exact, rounded, dim=1).min() > 0.99
+
+    sae = get(tiny, [spec])[spec]  # trained on the bfloat16 copy's activations, scored on the float32 model's
+    assert sae.cfg.dataset["model_fingerprint"] == half.saelab_fingerprint
+    assert sae.cfg.metadata["zoo_quality"]["n_tokens"] > 0
 
 
 def test_metadata_and_smoke_scaling(tiny, cache, one_thread):
