@@ -348,8 +348,9 @@ def task_claims(study: Study, *, topic_task: bool, n_boot: int = 2000, seed: int
     n_cons = int(summary_table(study).loc["ClassifSAE", "RAcc-consistent firing sentences"])
     enough = {"RAcc-consistent sentences": (n_cons >= MIN_CONSISTENT,
                                             f"{n_cons} RAcc-consistent firing sentences < {MIN_CONSISTENT}")}
-    topic = {"an AG-News-like topic task": (topic_task, "the paper makes this claim on AG News; on sentiment (IMDB) "
-                                                        "its own numbers show no ConceptSim advantage")}
+    topic = {"an AG-News-like topic task": (topic_task, f"{t} is not one; the paper makes this claim on AG News, and "
+                                                        "on sentiment (IMDB) its own numbers show no ConceptSim "
+                                                        "advantage")}
     out = [
         stats.verdict(sentence_estimate(ours["racc"], study.n, rows, **opts), null=RACC_CLAIM,
                       claim=f"{t}: z_class alone keeps the decision (RAcc > {RACC_CLAIM})",

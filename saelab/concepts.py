@@ -40,7 +40,7 @@ from saelab.checks import check_latents
 from saelab.classifier import PromptedClassifier
 from saelab.classifsae import ClassifSAE, ClassifSAEConfig, anchor_train_config, train_centered, train_classifsae
 from saelab.sae import SAE, SAEConfig
-from saelab.train import TrainConfig, train_sae, trains
+from saelab.train import TrainConfig, adam, train_sae, trains
 
 
 class ConceptExplainer:
@@ -309,7 +309,7 @@ def train_concept_net(classifier: PromptedClassifier, x_train: torch.Tensor, pre
         raise ValueError(f"the predicted labels hold {sorted(set(y.tolist()))}, which do not match the classifier's "
                          f"{classifier.n_classes} classes")
     net = ConceptNet(x.shape[1], n_concepts, hidden_dim, x.mean(0), threshold, seed)
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    optimizer = adam(list(net.parameters()), lr)
     generator = torch.Generator().manual_seed(seed)
     scale = (x - x.mean(0)).pow(2).sum(-1).mean()
     history = []

@@ -168,6 +168,13 @@ def fast_selection_dtype() -> str:
     return "bfloat16" if seconds(torch.float32) >= 1.5 * seconds(torch.bfloat16) else "float32"
 
 
+def adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:
+    """Adam, fused (one kernel for every parameter's update: about 3x faster than the per-tensor loop on a CPU)
+    where torch has a fused kernel for the parameters' device and dtype; the update is the same."""
+    fusable = all(p.device.type in ("cpu", "cuda") and p.dtype in (torch.float32, torch.float64) for p in params)
+    return torch.optim.Adam(params, lr=lr, betas=betas, fused=fusable or None)
+
+
 def default_lr(d_sae: int) -> float:
     """sparsify's learning-rate rule: 2e-4 at 16k latents, scaled by 1/sqrt(d_sae / 16384)."""
     return 2e-4 / math.sqrt(d_sae / 16384)
@@ -352,7 +359,7 @@ def train_sae(
     for module in extra_modules.values():
         module.to(device).train()
     params = list(sae.parameters()) + [p for m in extra_modules.values() for p in m.parameters()]
-    optimizer = torch.optim.Adam(params, lr=base_lr, betas=tcfg.adam_betas)
+    optimizer = adam(params, base_lr, tcfg.adam_betas)
 
     ckpt_dir = None
     if tcfg.checkpoint_every or resume:
@@ -489,6 +496,6 @@ def train_sae(
 
 
 __all__ = [
-    "TrainConfig", "default_lr", "fast_selection_dtype", "geometric_median", "lr_at", "normalize_decoder",
+    "TrainConfig", "adam", "default_lr", "fast_selection_dtype", "geometric_median", "lr_at", "normalize_decoder",
     "remove_parallel_gradient", "train_sae", "trains",
 ]
