@@ -33,6 +33,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import os
 import time
 import warnings
 from collections.abc import Sequence
@@ -52,6 +53,9 @@ from saelab.probing_zeroshot import ZeroShot, label_logits, label_token_ids, zer
 POOLINGS = ("topn", "mean", "max", "sum", "last")
 CLASSIFIERS = ("logreg", "tree")
 DEFAULT_CS = (0.01, 0.1, 1.0)  # the C grid searched by cross-validation (inverse L2 strength)
+#: processes that fit a probe's cross-validation folds side by side (scikit-learn's `n_jobs`): the folds are
+#: independent and each fit is single-threaded, so they use every core; the result is the same as one by one
+PROBE_JOBS = os.cpu_count() or 1
 TREE_DEPTHS = (3, 5, 7, 9, None)  # the tree depths searched by cross-validation (the paper's grid, plus unpruned)
 TREE_MIN_LEAF = (1, 4)  # and the least samples per leaf
 
@@ -256,7 +260,7 @@ def _logreg(Cs: Sequence[float], cv: int, seed: int, max_iter: int, sparse: bool
     return make_pipeline(scaler, LogisticRegressionCV(
         Cs=list(Cs), cv=StratifiedKFold(cv, shuffle=True, random_state=seed),
         scoring=make_scorer(f1_score, average="macro"), class_weight="balanced", max_iter=max_iter,
-        random_state=seed, **{k: v for k, v in newer.items() if k in accepted}))
+        random_state=seed, n_jobs=min(cv, PROBE_JOBS), **{k: v for k, v in newer.items() if k in accepted}))
 
 
 def fit_probe(X_train, y_train, X_test, y_test, classifier: str = "logreg", *, Cs: Sequence[float] = DEFAULT_CS,
@@ -332,7 +336,7 @@ def _tree(X, y, max_depth, depths: Sequence[int | None], leaves: Sequence[int], 
             raise ValueError("depths and leaves must each hold at least one value to choose from.")
         n_min = int(np.bincount(np.unique(y, return_inverse=True)[1]).min())
         search = GridSearchCV(tree, {"max_depth": list(depths), "min_samples_leaf": list(leaves)},
-                              scoring=make_scorer(f1_score, average="macro"),
+                              scoring=make_scorer(f1_score, average="macro"), n_jobs=PROBE_JOBS,
                               cv=StratifiedKFold(max(2, min(cv, n_min)), shuffle=True, random_state=seed))
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=UserWarning, message=".*least populated class.*")

@@ -47,18 +47,35 @@ def threshold_sweep(X_train, y_train, X_test, y_test, thresholds: Sequence[float
     return rows
 
 
+def cpu_seconds() -> float:
+    """CPU seconds used so far by this process and its live child processes (the workers that fit probe folds in
+    parallel, `probing.PROBE_JOBS`)."""
+    import psutil
+
+    me = psutil.Process()
+    total = 0.0
+    for process in [me, *me.children(recursive=True)]:
+        try:
+            times = process.cpu_times()
+        except psutil.Error:  # a worker that ended meanwhile
+            continue
+        total += times.user + times.system
+    return total
+
+
 class StageTimer:
-    """``with timer("stage"): ...`` records wall-clock and CPU seconds per stage (on a busy shared machine the CPU
-    seconds are the honest cost); `table()` lists them."""
+    """``with timer("stage"): ...`` records wall-clock and CPU seconds per stage, the CPU seconds of the probe
+    workers included (on a busy shared machine the CPU seconds are the honest cost); `table()` lists them."""
 
     def __init__(self):
         self.seconds: dict[str, tuple[float, float]] = {}
 
     @contextmanager
     def __call__(self, stage: str):
-        wall, cpu = time.perf_counter(), time.process_time()
+        wall, cpu = time.perf_counter(), cpu_seconds()
         yield
-        self.seconds[stage] = (time.perf_counter() - wall, time.process_time() - cpu)
+        # max: a worker that retires within the stage takes its CPU seconds with it
+        self.seconds[stage] = (time.perf_counter() - wall, max(0.0, cpu_seconds() - cpu))
 
     def table(self):
         import pandas as pd

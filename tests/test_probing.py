@@ -197,6 +197,18 @@ def test_fit_probe_scores_like_sklearn(classifier):
         assert result.params["depth"] >= 1
 
 
+@pytest.mark.parametrize("classifier", probing.CLASSIFIERS)
+def test_fit_probe_folds_in_parallel_give_the_serial_result(classifier, monkeypatch):
+    X, y = synthetic()
+    X[:, 7] += np.random.default_rng(1).poisson(1.0, len(X))  # a harder task, so C and the depth are really chosen
+    fits = {}
+    for jobs in (1, 2):
+        monkeypatch.setattr(probing, "PROBE_JOBS", jobs)
+        fits[jobs] = probing.fit_probe(X[:160], y[:160], X[160:], y[160:], classifier, cv=3, n_boot=100)
+    assert fits[1].params == fits[2].params
+    np.testing.assert_array_equal(fits[1].y_pred, fits[2].y_pred)
+
+
 def test_fit_probe_bad_input():
     X, y = synthetic()
     with pytest.raises(ValueError, match="single class"):
