@@ -35,7 +35,6 @@ import functools
 import json
 import math
 import numbers
-import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -51,7 +50,12 @@ from saelab.config import cache_dir, config_from_dict
 from saelab.io import sha256_text
 from saelab.sae import SAE, BatchTopKSAE, SAEConfig, SAEOutput
 from saelab.train_data import Batch, BatchStream, TokenSource, as_source, derive_seed
-from saelab.train_sparse import auxk_loss_dense, has_sparse_path, train_forward
+from saelab.train_sparse import (
+    auxk_loss_dense,
+    fast_selection_dtype,
+    has_sparse_path,
+    train_forward,
+)
 
 # ------------------------------------------------------------------------------------------------------------------
 # Configuration
@@ -147,25 +151,6 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
         return config_from_dict(cls, d)
-
-
-@functools.lru_cache(maxsize=1)
-def fast_selection_dtype() -> str:
-    """"bfloat16" when this CPU multiplies bfloat16 matrices at least 1.5x faster than float32 (AVX512-BF16, AMX,
-    recent Arm), else "float32": what the zoo passes as `TrainConfig.selection_dtype`. Measured once per process
-    on a small encoder-like product (milliseconds; small, so that a CPU that emulates bfloat16 slowly is not
-    kept long)."""
-    a, b = torch.randn(512, 640), torch.randn(640, 2048)
-
-    def seconds(dtype: torch.dtype) -> float:
-        x, w = a.to(dtype), b.to(dtype)
-        x @ w  # warm-up
-        started = time.perf_counter()
-        for _ in range(3):
-            x @ w
-        return time.perf_counter() - started
-
-    return "bfloat16" if seconds(torch.float32) >= 1.5 * seconds(torch.bfloat16) else "float32"
 
 
 def adam(params: list[nn.Parameter], lr: float, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.Adam:

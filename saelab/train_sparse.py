@@ -31,6 +31,8 @@ Used by `saelab.train.train_sae`.
 
 from __future__ import annotations
 
+import functools
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -264,6 +266,25 @@ def _select(sae: SAE, pre: torch.Tensor, max_density: float = 1.0) -> Pairs | No
     return Pairs(*_csr_from_flat(flat, B, d_sae), d_sae, flat)
 
 
+@functools.lru_cache(maxsize=1)
+def fast_selection_dtype() -> str:
+    """"bfloat16" when this CPU multiplies bfloat16 matrices at least 1.5x faster than float32 (AVX512-BF16, AMX,
+    recent Arm), else "float32": what the zoo passes as `TrainConfig.selection_dtype`. Measured once per process
+    on a small encoder-like product (milliseconds; small, so that a CPU that emulates bfloat16 slowly is not
+    kept long)."""
+    a, b = torch.randn(512, 640), torch.randn(640, 2048)
+
+    def seconds(dtype: torch.dtype) -> float:
+        x, w = a.to(dtype), b.to(dtype)
+        x @ w  # warm-up
+        started = time.perf_counter()
+        for _ in range(3):
+            x @ w
+        return time.perf_counter() - started
+
+    return "bfloat16" if seconds(torch.float32) >= 1.5 * seconds(torch.bfloat16) else "float32"
+
+
 def has_sparse_path(architecture: str) -> bool:
     return architecture in ("topk", "batchtopk", "relu", "jumprelu")
 
@@ -446,6 +467,6 @@ def auxk_loss_dense(sae: SAE, out: SAEOutput, residual: torch.Tensor, dead: torc
 
 __all__ = [
     "AUXK_DENSE_FRACTION", "MAX_SPARSE_DENSITY", "Pairs", "SparseCodes", "auxk_loss", "auxk_loss_dense",
-    "auxk_loss_sparse", "TrainForward", "dense_forward", "has_sparse_path", "sparse_forward", "sparse_sparsity_loss",
-    "train_forward",
+    "auxk_loss_sparse", "TrainForward", "dense_forward", "fast_selection_dtype", "has_sparse_path", "sparse_forward",
+    "sparse_sparsity_loss", "train_forward",
 ]
