@@ -39,6 +39,7 @@ import torch
 from tqdm.auto import tqdm
 
 from saelab.checks import check_alpha, check_latents, check_texts, resolve_hook
+from saelab.hf_twin import add_to_residual, plain_route
 from saelab.latents import LatentRecords, latent_logits
 from saelab.models import keep_kv_cache
 
@@ -113,6 +114,18 @@ def steering_vectors(sae, latents: int | Sequence[int], alphas: float | Sequence
     return (alpha_t * tops)[:, None] * rows
 
 
+def check_vectors(model, vectors) -> torch.Tensor:
+    """`vectors` as a tensor, checked to be one steering vector [d_model] or one per sequence [batch, d_model]."""
+    vectors = torch.as_tensor(vectors).detach()
+    d_model = model.cfg.d_model
+    if vectors.dim() not in (1, 2) or vectors.shape[-1] != d_model:
+        raise ValueError(f"Steering vectors must have shape [{d_model}] or [batch, {d_model}], got "
+                         f"{tuple(vectors.shape)}.")
+    if not torch.isfinite(vectors).all():
+        raise ValueError("The steering vector holds NaN or infinite values; check alpha and the top activations.")
+    return vectors
+
+
 @contextlib.contextmanager
 def steer(model, hook: str, vectors: torch.Tensor) -> Iterator[None]:
     """Add `vectors` to the activation at `hook` at every position while the block runs; the hook is always removed.
@@ -123,13 +136,7 @@ def steer(model, hook: str, vectors: torch.Tensor) -> Iterator[None]:
     """
     hook = resolve_hook(model, hook)
     param = _param(model)
-    vectors = torch.as_tensor(vectors).detach().to(param.device, param.dtype)
-    d_model = model.cfg.d_model
-    if vectors.dim() not in (1, 2) or vectors.shape[-1] != d_model:
-        raise ValueError(f"Steering vectors must have shape [{d_model}] or [batch, {d_model}], got "
-                         f"{tuple(vectors.shape)}.")
-    if not torch.isfinite(vectors).all():
-        raise ValueError("The steering vector holds NaN or infinite values; check alpha and the top activations.")
+    vectors = check_vectors(model, vectors).to(param.device, param.dtype)
 
     def add(activation: torch.Tensor, hook=None) -> torch.Tensor:
         if vectors.dim() == 1:
@@ -185,8 +192,8 @@ def _eos_ids(config) -> set[int]:
 @torch.no_grad()
 def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: str | None = None,
              vectors: torch.Tensor | None = None, batch_size: int = 32, min_new_tokens: int = 0,
-             do_sample: bool = False, temperature: float = 1.0, seed: int = 0,
-             progress: bool = False) -> list[Generation]:
+             do_sample: bool = False, temperature: float = 1.0, seed: int = 0, progress: bool = False,
+             forward_dtype: str | None = None) -> list[Generation]:
     """Continue each prompt, batched (left padding + attention mask, KV cache), optionally steered.
 
     Args:
@@ -198,6 +205,10 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
             32 (it reads every weight once), so large batches are much faster per token.
         min_new_tokens: force at least this many tokens (benchmarks use it so every row generates the same amount).
         do_sample, temperature, seed: greedy decoding by default; sampling is seeded.
+        forward_dtype: None runs the model in its own dtype; "bfloat16" runs a bfloat16 copy (`saelab.hf_twin`:
+            2-4x faster on a CPU with fast bfloat16 or on a GPU; greedy continuations then differ from float32
+            ones now and then). Unsteered or residual-stream generation always runs on the plain Hugging Face
+            twin, which skips the bridge's hook points (same numbers, about 1.6x faster on a CPU).
     """
     prompts = check_texts(prompts, name="prompts", purpose="generate from")
     sizes = {"max_new_tokens": max_new_tokens, "batch_size": batch_size}
@@ -207,12 +218,16 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
         raise ValueError(f"Got {shown}: max_new_tokens and batch_size must be positive integers.")
     if vectors is not None:
         hook = resolve_hook(model, hook)
-        vectors = torch.as_tensor(vectors)
+        vectors = check_vectors(model, vectors)
         if vectors.dim() == 2 and len(vectors) != len(prompts):
             raise ValueError(f"{len(vectors)} steering vectors for {len(prompts)} prompts; give one per prompt "
                              "(or a single vector for all).")
     hf, tokenizer = hf_model(model), model.tokenizer
-    keep_kv_cache(model)  # a bridge booted outside saelab may still lack it
+    route = plain_route(model, [hook] if vectors is not None else [], forward_dtype)
+    if route is None:
+        keep_kv_cache(model)  # a bridge booted outside saelab may still lack it
+    else:
+        hf = route[0]
     config = _generation_config(hf, tokenizer, max_new_tokens, min(min_new_tokens, max_new_tokens), do_sample,
                                 temperature)
     stop = _eos_ids(config) | ({config.pad_token_id} if config.pad_token_id is not None else set())
@@ -236,7 +251,8 @@ def generate(model, prompts: Sequence[str], *, max_new_tokens: int = 32, hook: s
             steering = contextlib.nullcontext()
             if vectors is not None:
                 batch_vectors = vectors if vectors.dim() == 1 else vectors[torch.as_tensor(rows)]
-                steering = steer(model, hook, batch_vectors)
+                steering = steer(model, hook, batch_vectors) if route is None else \
+                    add_to_residual(*route[1][hook], batch_vectors)
             with steering:
                 out = hf.generate(input_ids=ids, attention_mask=mask, generation_config=config)
             for row, i in enumerate(rows):

@@ -120,15 +120,17 @@ def _frame(rated, rows, prompts) -> pd.DataFrame:
 
 
 def concept_frame(model, targets: Sequence[SteeringTarget], prompts: Sequence[str], alphas: Sequence[float],
-                  judge: Callable, *, max_new_tokens: int = 24, batch_size: int = 64, progress: bool = False
-                  ) -> pd.DataFrame:
+                  judge: Callable, *, max_new_tokens: int = 24, batch_size: int = 64, progress: bool = False,
+                  forward_dtype: str | None = None) -> pd.DataFrame:
     """Every target at every alpha on every prompt, rated: one row per (group, latent, alpha, prompt). A random
-    direction at alpha 0 is the unsteered model, so it is generated only for its own direction."""
-    plain = generate(model, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size)
+    direction at alpha 0 is the unsteered model, so it is generated only for its own direction. `forward_dtype`:
+    the generations' (`saelab.steering.generate`)."""
+    plain = generate(model, list(prompts), max_new_tokens=max_new_tokens, batch_size=batch_size,
+                     forward_dtype=forward_dtype)
     rows = [(t, float(a), p) for t in targets for a in alphas for p in range(len(prompts))
             if not (t.direction is not None and float(a) == 0.0)]
     rated = rate_rows(model, rows, prompts, plain, judge, max_new_tokens=max_new_tokens, batch_size=batch_size,
-                      progress=progress)
+                      progress=progress, forward_dtype=forward_dtype)
     return _frame(rated, rows, prompts)
 
 
@@ -137,18 +139,20 @@ def _variant(prompt: Generation, ids: list[int], tokenizer) -> Generation:
 
 
 def text_frame(model, prompts: Sequence[str], judge: Callable, sae, latent: int, *, max_new_tokens: int = 24,
-               n_samples: int = 2, seed: int = 0, batch_size: int = 64) -> pd.DataFrame:
+               n_samples: int = 2, seed: int = 0, batch_size: int = 64, forward_dtype: str | None = None
+               ) -> pd.DataFrame:
     """Fluency and relevance controls: per prompt, `n_samples` sampled continuations ("natural"), the same tokens
     shuffled ("shuffled") and the next prompt's continuation in their place ("other prompt"), each rated against
     the prompt's greedy unsteered answer (the judge needs an SAE latent for its concept rating: any will do)."""
     prompts = list(prompts)
     if len(prompts) < 2:
         raise ValueError("The relevance control swaps continuations between prompts: give at least two prompts.")
-    plain = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
+    plain = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size,
+                     forward_dtype=forward_dtype)
     rng, cases, rows = _random.Random(seed), [], []
     for s in range(n_samples):
         sampled = generate(model, prompts, max_new_tokens=max_new_tokens, min_new_tokens=max_new_tokens,
-                           do_sample=True, seed=seed + s, batch_size=batch_size)
+                           do_sample=True, seed=seed + s, batch_size=batch_size, forward_dtype=forward_dtype)
         for p, g in enumerate(sampled):
             shuffled = list(g.ids)
             rng.shuffle(shuffled)

@@ -27,11 +27,11 @@ from tqdm.auto import tqdm
 
 from saelab.checks import check_alpha, check_latents, check_texts, resolve_hook
 from saelab.concept_metrics import encode_sentences, load_sentence_encoder, mean_pairwise_cosine
+from saelab.hf_twin import forward_capturing
 from saelab.stats import bootstrap_interval
 from saelab.steering import (
     Generation,
     generate,
-    hf_model,
     input_score,
     positions,
     steering_vectors,
@@ -53,13 +53,16 @@ EVAL_PROMPTS = ("One thing I have learned is", "Yesterday I went to the", "The b
 
 
 def sentence_embeddings(texts: Sequence[str], encoder=None) -> torch.Tensor:
-    """Unit-length all-MiniLM-L6-v2 embeddings [n, d] (`saelab.concept_metrics.encode_sentences`); the encoder is
-    loaded once per process when none is given."""
+    """Unit-length all-MiniLM-L6-v2 embeddings [n, d] (`saelab.concept_metrics.encode_sentences`), each distinct
+    text encoded once (a judge sees the same unsteered answer many times); the encoder is loaded once per process
+    when none is given."""
     texts = list(texts)
     encoder = encoder or _default_encoder()
     if not texts:
         return torch.zeros(0, encoder.get_sentence_embedding_dimension())
-    return torch.from_numpy(encode_sentences(texts, encoder, progress=False)).float()
+    distinct = {t: i for i, t in enumerate(dict.fromkeys(texts))}
+    vectors = torch.from_numpy(encode_sentences(list(distinct), encoder, progress=False)).float()
+    return vectors[[distinct[t] for t in texts]]
 
 
 @functools.lru_cache(maxsize=1)
@@ -192,14 +195,15 @@ class JudgeFreeJudge:
     """
 
     def __init__(self, model, encoder=None, *, ppl_fluent: float = 10.0, ppl_broken: float = 1000.0, ngram: int = 3,
-                 with_prompt: bool = True, batch_size: int = 16, progress: bool = False):
+                 with_prompt: bool = True, batch_size: int = 16, progress: bool = False,
+                 forward_dtype: str | None = None):
         if not 1 <= ppl_fluent < ppl_broken:
             raise ValueError(f"Got ppl_fluent={ppl_fluent}, ppl_broken={ppl_broken}. Need 1 <= ppl_fluent < "
                              "ppl_broken.")
         self.model, self.encoder = model, encoder or _default_encoder()
         self.ppl_fluent, self.ppl_broken, self.ngram = ppl_fluent, ppl_broken, ngram
         self.with_prompt = with_prompt
-        self.batch_size, self.progress = batch_size, progress
+        self.batch_size, self.progress, self.forward_dtype = batch_size, progress, forward_dtype
         self._concept_cache: dict[tuple[int, int], torch.Tensor] = {}
 
     # ---- the ratings ------------------------------------------------------------------------------------------
@@ -256,7 +260,7 @@ class JudgeFreeJudge:
         """One unsteered forward pass per batch gives both the latent's firing share on the continuation (read at
         the SAE's hook) and the continuation's mean negative log-likelihood."""
         model = self.model
-        hf, device = hf_model(model), next(model.parameters()).device
+        device = next(model.parameters()).device
         pad = model.tokenizer.pad_token_id or 0
         fire = [0.0] * len(cases)
         nll = [float("inf")] * len(cases)
@@ -274,15 +278,11 @@ class JudgeFreeJudge:
                 mask.append([0] * (prompt_w - len(p)) + [1] * (len(p) + len(c)) + [0] * (cont_w - len(c)))
             ids_t = torch.tensor(ids, device=device)
             mask_t = torch.tensor(mask, device=device)
-            captured: dict[str, torch.Tensor] = {}
             hooks = sorted({resolve_hook(model, None, cases[i].sae) for i in rows})
-
-            def capture(activation, hook, name, store=captured):
-                store[name] = activation.detach()
-
-            with model.hooks(fwd_hooks=[(h, functools.partial(capture, name=h)) for h in hooks]):
-                logits = hf(input_ids=ids_t, attention_mask=mask_t, position_ids=positions(mask_t),
-                            logits_to_keep=cont_w + 1).logits[:, :-1]
+            logits, captured = forward_capturing(model, hooks, self.forward_dtype, input_ids=ids_t,
+                                                 attention_mask=mask_t, position_ids=positions(mask_t),
+                                                 logits_to_keep=cont_w + 1)
+            logits = logits[:, :-1]
             logprobs = torch.log_softmax(logits.float(), dim=-1)
             targets = ids_t[:, prompt_w:]
             token_lp = logprobs.gather(2, targets[..., None])[..., 0].cpu()
@@ -349,9 +349,11 @@ class SteeringTarget:
 
 def rate_rows(model, rows: Sequence[tuple[SteeringTarget, float, int]], prompts: Sequence[str],
               plain: Sequence[Generation], judge: Judge | Callable, *, max_new_tokens: int = 24,
-              batch_size: int = 32, progress: bool = False) -> list[tuple[SteeringCase, dict]]:
+              batch_size: int = 32, progress: bool = False,
+              forward_dtype: str | None = None) -> list[tuple[SteeringCase, dict]]:
     """Generate and judge rows of (target, alpha, prompt index), batched per hook (rows may mix SAEs, latents and
-    alphas); `plain[p]` is prompt p's unsteered continuation. Returns (case, ratings) per row, in order."""
+    alphas); `plain[p]` is prompt p's unsteered continuation. Returns (case, ratings) per row, in order.
+    `forward_dtype`: see `saelab.steering.generate`."""
     generations: list[Generation | None] = [None] * len(rows)
     by_hook: dict[str, list[int]] = {}
     for r, (target, _, _) in enumerate(rows):
@@ -359,7 +361,7 @@ def rate_rows(model, rows: Sequence[tuple[SteeringTarget, float, int]], prompts:
     for hook, members in by_hook.items():
         vectors = torch.stack([rows[r][0].vector(rows[r][1]) for r in members])
         outs = generate(model, [prompts[rows[r][2]] for r in members], max_new_tokens=max_new_tokens, hook=hook,
-                        vectors=vectors, batch_size=batch_size, progress=progress)
+                        vectors=vectors, batch_size=batch_size, progress=progress, forward_dtype=forward_dtype)
         for r, g in zip(members, outs):
             generations[r] = g
     cases = [SteeringCase(prompts[p], generations[r], plain[p], t.sae, t.latent, a, t.concept_texts)
@@ -386,7 +388,7 @@ def _check_targets(model, targets, prompts, alphas):
 
 def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequence[str], alphas: Sequence[float],
                       judge: Judge | Callable | None = None, *, max_new_tokens: int = 24, batch_size: int = 32,
-                      seed: int = 0, progress: bool = True) -> list[dict[str, Any]]:
+                      seed: int = 0, progress: bool = True, forward_dtype: str | None = None) -> list[dict[str, Any]]:
     """AxBench's protocol for each target latent: generate at every alpha on a seeded half of the prompts, keep the
     alpha with the best mean steering score, then score that alpha on the other half.
 
@@ -394,7 +396,8 @@ def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequenc
     given twice (same SAE object, latent and direction, e.g. chosen by two criteria) is evaluated once. Returns
     one dict per target: label, group, latent, alpha (chosen), score (held-out mean), the held-out mean of each
     rating, `held_out` (prompt index -> score), the selection-half means per alpha and their best
-    (`selection_best`), and one held-out example.
+    (`selection_best`), and one held-out example. `forward_dtype` is the generations' (see
+    `saelab.steering.generate`); the judge has its own.
     """
     targets, prompts, alphas = _check_targets(model, targets, prompts, alphas)
     judge = judge or JudgeFreeJudge(model)
@@ -403,8 +406,9 @@ def evaluate_steering(model, targets: Sequence[SteeringTarget], prompts: Sequenc
     for t in targets:
         unique.setdefault(t.key, t)
     keys = list(unique)
-    plain = generate(model, prompts, max_new_tokens=max_new_tokens, batch_size=batch_size)
-    opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "progress": progress}
+    opts = {"max_new_tokens": max_new_tokens, "batch_size": batch_size, "forward_dtype": forward_dtype}
+    plain = generate(model, prompts, **opts)
+    opts["progress"] = progress
     first = iter(rate_rows(model, [(unique[k], a, p) for k in keys for a in alphas for p in select], prompts, plain,
                            judge, **opts))
     chosen = {k: choose_alpha(np.array([[steering_score(next(first)[1]) for _ in select] for _ in alphas]), alphas,

@@ -13,10 +13,10 @@ import torch
 
 from saelab.activations import extract_to_cache
 from saelab.config import smoke_mode
+from saelab.hf_twin import fast_dtype
 from saelab.io import sha256_text
 from saelab.models import model_fingerprint
 from saelab.tasks import load_task
-from saelab.train_sparse import fast_selection_dtype
 from saelab.zoo_catalog import catalog_hooks
 
 CORPUS_NAME = "tweet-sentiment+wordnet-topics"
@@ -69,16 +69,11 @@ def training_tokens(model, texts: Sequence[str] | None, corpus_name: str | None,
 
 
 def corpus_forward_dtype(model) -> str:
-    """The dtype the training corpus is extracted in: "bfloat16" for a float32 `model` on a GPU or on a CPU that
-    multiplies bfloat16 fast (`fast_selection_dtype`; 2.1x float32 on 768 corpus texts here, docs/design.md), else
-    the model's own. The held-out activations that score and gate each SAE come from `model` itself, as the
-    notebooks read it."""
-    param = next(model.parameters())
-    if param.dtype != torch.float32:
-        return str(param.dtype).removeprefix("torch.")
-    if param.device.type == "cuda":
-        return "bfloat16"
-    return fast_selection_dtype() if param.device.type == "cpu" else "float32"
+    """The dtype the training corpus is extracted in: `hf_twin.fast_dtype` ("bfloat16" for a float32 `model` on a
+    GPU or on a CPU that multiplies bfloat16 fast: 2.1x float32 on 768 corpus texts here, docs/design.md), else the
+    model's own. The held-out activations that score and gate each SAE come from `model` itself, as the notebooks
+    read it."""
+    return fast_dtype(model) or str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def corpus_model(model):

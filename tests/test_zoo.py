@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import saelab
-from saelab import report, stats, zoo, zoo_catalog, zoo_corpus
+from saelab import hf_twin, report, stats, zoo, zoo_catalog
 from saelab.config import cache_dir
 from saelab.models import model_fingerprint
 from saelab.zoo_spec import budget
@@ -72,7 +72,7 @@ def test_corpus_is_extracted_in_bfloat16_where_fast_and_keyed_so(tiny, cache, on
     spec = small_spec()
     records = {}
     for fast in ("float32", "bfloat16"):
-        monkeypatch.setattr(zoo_corpus, "fast_selection_dtype", lambda fast=fast: fast)
+        monkeypatch.setattr(hf_twin, "fast_selection_dtype", lambda fast=fast: fast)
         assert zoo.corpus_forward_dtype(tiny) == fast
         records[fast] = zoo.resolve_corpus(tiny, TEXTS, "test-corpus", smoke=False)[1]
     assert "forward" not in records["float32"] and records["bfloat16"]["forward"] == "bfloat16"
