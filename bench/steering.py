@@ -7,13 +7,18 @@ Both arms call `saelab.steering.generate` on the same prompts, greedy, in batche
   steered  a steering hook on blocks.{L}.hook_resid_post adding one vector per prompt, at every position (prompt
            and generated tokens). The vectors are 10 x the top activation x the decoder row of `--batch-size`
            random live latents of a TopK SAE from `saelab.get_sae` (d_sae 4096, k 32; trained once and cached),
-           so the intervention is the one the steering notebook evaluates.
+           so the intervention is the one the steering notebook evaluates. Both run on the plain Hugging Face
+           twin of the bridge (`saelab.hf_twin`), as `generate` does for residual-stream hooks.
+  bridge   `steered` through the TransformerLens bridge: a no-op observer on blocks.0.hook_resid_pre makes
+           `generate` take the bridge's route, as it would before saelab.hf_twin (the peer of the twin).
+  fast     `steered` on the twin in `hf_twin.fast_dtype` (bfloat16 where this machine multiplies it fast; the
+           arm is skipped where that is the model's own dtype), as notebook 06 generates.
 
 The prompts are the first `--n` tweets of `load_task("tweet-sentiment").test` (held-out texts), cut to their first
 12 words. The arms alternate (plain, steered, plain, ...) `--repeats` times after one warm-up batch each, and each
 arm's tokens/s is total generated tokens / total wall time over its repeats, so slow phases of a shared machine
-hit both arms alike. The ratio steered/plain is the cost of steering; the goal is at least 0.9. Timings use
-torch's default threads.
+hit every arm alike. The ratio steered/plain is the cost of steering (goal: at least 0.9); bridge/steered and
+fast/bridge are what the twin and bfloat16 gain. Timings use torch's default threads.
 
     .venv/bin/python bench/steering.py                         # 32 prompts x 32 tokens, 3 repeats per arm
     .venv/bin/python bench/steering.py --n 8 --tokens 8 --repeats 1 --sae random   # a quick check
@@ -22,6 +27,7 @@ torch's default threads.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
 import torch
@@ -68,24 +74,34 @@ def main() -> None:
     args = parser.parse_args()
 
     import saelab
-    from saelab import steering
+    from saelab import hf_twin, steering
 
     torch.set_grad_enabled(False)
     model = saelab.load_model(args.model)
     hook = f"blocks.{args.layer}.hook_resid_post"
     prompts = _prompts(args.n)
     vectors = _vectors(model, hook, len(prompts), args.sae, args.seed)
-    arms = {"plain": {}, "steered": {"hook": hook, "vectors": vectors}}
+    steered = {"hook": hook, "vectors": vectors}
+    arms = {"plain": {}, "steered": steered, "bridge": steered}
+    fast = hf_twin.fast_dtype(model)
+    if fast is not None:
+        arms["fast"] = {**steered, "forward_dtype": fast}
+
+    def observe(activation, hook):
+        return None
 
     def run(arm: str) -> tuple[float, int, list]:
+        route = model.hooks(fwd_hooks=[("blocks.0.hook_resid_pre", observe)]) if arm == "bridge" \
+            else contextlib.nullcontext()
         started = time.perf_counter()
-        out = steering.generate(model, prompts, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
-                                batch_size=args.batch_size, **arms[arm])
+        with route:
+            out = steering.generate(model, prompts, max_new_tokens=args.tokens, min_new_tokens=args.tokens,
+                                    batch_size=args.batch_size, **arms[arm])
         return time.perf_counter() - started, sum(len(g.ids) for g in out), out
 
-    for arm in arms:  # warm-up: one small batch per arm
-        steering.generate(model, prompts[:2], max_new_tokens=2, **({"hook": hook, "vectors": vectors[:2]}
-                                                                    if arm == "steered" else {}))
+    for arm in arms:  # warm-up: one small batch per arm (builds the twins)
+        steering.generate(model, prompts[:2], max_new_tokens=2,
+                          **{k: (v[:2] if k == "vectors" else v) for k, v in arms[arm].items()})
     seconds = {arm: 0.0 for arm in arms}
     tokens = {arm: 0 for arm in arms}
     outputs = {}
@@ -105,7 +121,15 @@ def main() -> None:
         print(f"{arm:<8} {speed[arm]:7.1f} tokens/s")
     if changed == 0:
         raise SystemExit("The steering vectors changed no continuation: the hook did not act. No RESULT.")
-    print(f"\nRESULT steered_vs_plain={speed['steered'] / speed['plain']:.3f}")
+    same = sum(a.ids == b.ids for a, b in zip(outputs["steered"], outputs["bridge"]))
+    print(f"the twin and the bridge generated the same tokens for {same} of {len(prompts)} prompts")
+    if "fast" in arms:
+        same = sum(a.ids == b.ids for a, b in zip(outputs["steered"], outputs["fast"]))
+        own = str(next(model.parameters()).dtype).removeprefix("torch.")
+        print(f"{fast} and {own} generated the same tokens for {same} of {len(prompts)} prompts")
+    fast_ratio = f" fast_vs_bridge={speed['fast'] / speed['bridge']:.3f}" if "fast" in arms else ""
+    print(f"\nRESULT steered_vs_plain={speed['steered'] / speed['plain']:.3f} "
+          f"twin_vs_bridge={speed['steered'] / speed['bridge']:.3f}{fast_ratio}")
 
 
 if __name__ == "__main__":
