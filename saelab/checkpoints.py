@@ -102,13 +102,6 @@ def restore_checkpoint(meta: dict[str, Any], tensors: dict[str, torch.Tensor], s
         if key.startswith("optim."):
             _, idx, name = key.split(".", 2)
             opt_state.setdefault(int(idx), {})[name] = value
-    # Each moment takes its parameter's memory layout (W_enc is column-major): safetensors hands back row-major
-    # tensors, and the fused Adam kernel pairs parameter and moments element by element in memory order.
-    params = [p for group in optimizer.param_groups for p in group["params"]]
-    for idx, state in opt_state.items():
-        for name, value in state.items():
-            if value.dim() and value.shape == params[idx].shape:
-                state[name] = torch.empty_like(params[idx], dtype=value.dtype).copy_(value)
     groups = [{**g, "betas": tuple(g["betas"])} for g in meta["param_groups"]]
     optimizer.load_state_dict({"state": opt_state, "param_groups": groups})
     _set_rng_state(tensors, meta["rng"])

@@ -90,9 +90,7 @@ class GradSync:
         offset = len(params)
         for i, p in enumerate(params):
             n = p.numel()
-            # in the parameter's own memory layout, as autograd leaves it (fused Adam pairs them in memory order)
-            grad = flat[offset: offset + n].view_as(p)
-            p.grad = None if flat[i] == 0 else torch.empty_like(p).copy_(grad).div_(self.size)
+            p.grad = None if flat[i] == 0 else flat[offset: offset + n].view_as(p).div(self.size)
             offset += n
 
     @torch.no_grad()
