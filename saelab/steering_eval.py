@@ -191,7 +191,8 @@ class JudgeFreeJudge:
                 model would? With `with_prompt=False` only the continuations are compared, which is stricter: any
                 change of topic then counts against relevance.
 
-    A continuation with no tokens rates 0 everywhere.
+    A continuation with no tokens rates 0 everywhere. The re-encoding runs in `forward_dtype` (None: the model's
+    own; see `saelab.steering.generate`).
     """
 
     def __init__(self, model, encoder=None, *, ppl_fluent: float = 10.0, ppl_broken: float = 1000.0, ngram: int = 3,

@@ -514,3 +514,26 @@ def test_training_works_whatever_the_callers_grad_mode_and_restores_it(mode):
     assert torch.equal(torch.random.get_rng_state(), rng)
     for name, value in reference.state_dict().items():
         torch.testing.assert_close(sae.state_dict()[name], value, msg=name)
+
+
+def test_fused_adam_updates_a_column_major_parameter_whatever_the_layout_of_its_grad_and_moments():
+    """W_enc is column-major, while safetensors (checkpoint restore) and all-reduce (DDP) hand back row-major
+    tensors; the fused kernel pairs tensors in memory order, so `train.adam` must re-lay them out first. Reference:
+    torch's unfused Adam on contiguous copies."""
+    from saelab.train import adam
+
+    generator = torch.Generator().manual_seed(0)
+    start = torch.randn(6, 4, generator=generator)
+    grads = [torch.randn(6, 4, generator=generator) for _ in range(3)]
+    column_major = torch.nn.Parameter(start.t().contiguous().t())  # same values, transposed strides
+    reference = torch.nn.Parameter(start.clone())
+    fused, plain = adam([column_major], lr=0.1), torch.optim.Adam([reference], lr=0.1, foreach=False)
+    assert fused.defaults["fused"] and column_major.stride() != reference.stride()
+    for i, grad in enumerate(grads):
+        column_major.grad, reference.grad = grad.clone(), grad.clone()  # row-major grad for a column-major param
+        if i == 1:  # as a checkpoint restore leaves them: row-major moments
+            for key in ("exp_avg", "exp_avg_sq"):
+                fused.state[column_major][key] = fused.state[column_major][key].contiguous()
+        fused.step()
+        plain.step()
+        torch.testing.assert_close(column_major.detach(), reference.detach())
