@@ -101,44 +101,41 @@ def plain_route(model, hooks: list[str], dtype: str | None = None):
 
 
 @contextlib.contextmanager
-def add_to_residual(layer: torch.nn.Module, where: str, vectors: torch.Tensor) -> Iterator[None]:
-    """Add `vectors` ([d] or one per row [batch, d]) to the residual stream entering (`pre`) or leaving (`post`)
-    `layer`, at every position, for the duration of the block."""
+def _on_residual(layer: torch.nn.Module, where: str, fn) -> Iterator[None]:
+    """Call `fn` on the residual stream entering (`pre`) or leaving (`post`) `layer` on each forward pass in the
+    block; a tensor it returns replaces the stream."""
+    if where == "post":
+        def hook(module, args, output):
+            new = fn(output[0] if isinstance(output, tuple) else output)
+            if new is None:
+                return None
+            return (new, *output[1:]) if isinstance(output, tuple) else new
+        handle = layer.register_forward_hook(hook)
+    else:
+        def hook(module, args, kwargs):
+            new = fn(args[0] if args else kwargs["hidden_states"])
+            if new is None:
+                return None
+            return ((new, *args[1:]), kwargs) if args else (args, {**kwargs, "hidden_states": new})
+        handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def add_to_residual(layer: torch.nn.Module, where: str, vectors: torch.Tensor):
+    """Add `vectors` ([d] or one per row [batch, d]) to the residual stream at `layer` (`pre` or `post`), at every
+    position, for the duration of the block."""
     def add(x: torch.Tensor) -> torch.Tensor:
         v = vectors.to(x.device, x.dtype)
         return x + (v if v.dim() == 1 else v[:, None, :])
-
-    if where == "post":
-        def hook(module, args, output):
-            return (add(output[0]), *output[1:]) if isinstance(output, tuple) else add(output)
-        handle = layer.register_forward_hook(hook)
-    else:
-        def hook(module, args, kwargs):
-            if args:
-                return (add(args[0]), *args[1:]), kwargs
-            return args, {**kwargs, "hidden_states": add(kwargs["hidden_states"])}
-        handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
+    return _on_residual(layer, where, add)
 
 
-@contextlib.contextmanager
-def capture_residual(layer: torch.nn.Module, where: str, store: dict, name: str) -> Iterator[None]:
-    """Store the residual stream entering or leaving `layer` as `store[name]` on each forward pass in the block."""
-    if where == "post":
-        def hook(module, args, output):
-            store[name] = (output[0] if isinstance(output, tuple) else output).detach()
-        handle = layer.register_forward_hook(hook)
-    else:
-        def hook(module, args, kwargs):
-            store[name] = (args[0] if args else kwargs["hidden_states"]).detach()
-        handle = layer.register_forward_pre_hook(hook, with_kwargs=True)
-    try:
-        yield
-    finally:
-        handle.remove()
+def capture_residual(layer: torch.nn.Module, where: str, store: dict, name: str):
+    """Store the residual stream at `layer` (`pre` or `post`) as `store[name]` on each forward pass in the block."""
+    return _on_residual(layer, where, lambda x: store.__setitem__(name, x.detach()))
 
 
 @torch.no_grad()
