@@ -84,3 +84,16 @@ def test_bfloat16_twin_is_close_to_float32_and_only_where_it_can_serve(bridge):
         st.generate(bridge, PROMPTS, hook=other, vectors=torch.zeros(bridge.cfg.d_model), forward_dtype="bfloat16")
     with pytest.raises(ValueError, match="forward_dtype='int8'"):
         st.generate(bridge, PROMPTS, forward_dtype="int8")
+
+
+def test_twin_unembedding_gets_a_contiguous_input_when_only_the_last_positions_are_kept(bridge):
+    # generation keeps the last position only (a non-contiguous slice); a bfloat16 linear layer on a CPU copies its
+    # weight once per row for such an input (30 s and 5 GiB on Gemma 3 270M), so the twin makes it contiguous
+    plain = hf_twin.twin(bridge, "bfloat16")
+    seen = []
+    handle = plain.get_output_embeddings().register_forward_pre_hook(lambda m, args: seen.append(args[0]))
+    try:
+        logits = plain(input_ids=_ids(bridge).repeat(3, 1), logits_to_keep=1).logits  # a batch: a strided slice
+    finally:
+        handle.remove()
+    assert logits.shape[1] == 1 and seen and all(x.is_contiguous() for x in seen)
