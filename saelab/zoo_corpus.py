@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import random
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -31,12 +32,17 @@ def training_texts(smoke: bool | None = None) -> list[str]:
     """The offline SAE training corpus: every training-split text of `tweet-sentiment` (cleaned on load) and of
     `wordnet-topics` (30,935 texts, about 0.88M tokens), shuffled with seed 0; in smoke mode 500
     tweets and 200 topic sentences. Test-split texts are never in it: `heldout_texts` draws from them."""
-    smoke = smoke_mode() if smoke is None else smoke
+    return list(_training_texts(smoke_mode() if smoke is None else smoke))
+
+
+@lru_cache(maxsize=2)
+def _training_texts(smoke: bool) -> tuple[str, ...]:
+    # kept per process: `get_saes` asks for the corpus to key its SAEs and again to extract it (1 s each time)
     tweets = load_task("tweet-sentiment", n=CORPUS_TWEETS_SMOKE if smoke else None)
     topics = load_task("wordnet-topics", n=CORPUS_TOPICS_SMOKE if smoke else None)
     texts = tweets.train.texts + topics.train.texts
     random.Random(0).shuffle(texts)
-    return texts
+    return tuple(texts)
 
 
 def heldout_texts(smoke: bool | None = None) -> list[str]:
