@@ -77,7 +77,7 @@ def _build(model, dtype: torch.dtype):
 
 
 def _contiguous_input(module, args):
-    return (args[0].contiguous(), *args[1:])
+    return (args[0].contiguous(), *args[1:]) if args else None
 
 
 def twin(model, dtype: str | None = None):
