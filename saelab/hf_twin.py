@@ -1,9 +1,9 @@
 """A plain Hugging Face copy ("twin") of a TransformerLens bridge, for the forward passes that read or steer only a
 residual stream: batched generation and the steering judge's re-encoding.
 
-Why: the bridge wraps every module to offer its hook points, and on a CPU that costs about 1.6x a plain forward
-(64 prompts x 16 greedy tokens of Gemma 3 270M: 74 s through the bridge, 47 s through the plain model, float32;
-docs/design.md). A residual stream is just the input or output of a decoder layer, so a PyTorch hook on the twin's
+Why: the bridge wraps every module to offer its hook points, which costs time on a CPU (steered generation of
+Gemma 3 270M in `bench/steering.py` on a quiet machine: 1.12x faster on the float32 twin, 1.92x on the bfloat16
+twin; docs/design.md). A residual stream is just the input or output of a decoder layer, so a PyTorch hook on the twin's
 layer does what the bridge's hook point does. The twin holds the bridge's own weights (its state dict with the
 bridge's wrappers taken off), in the model's dtype unless asked otherwise, and is rebuilt when the bridge's
 weights change. Anything else falls back to the bridge: another hook, or a bridge with hooks of its own attached.
