@@ -3,8 +3,8 @@ residual stream: batched generation and the steering judge's re-encoding.
 
 Why: the bridge wraps every module to offer its hook points, which costs time on a CPU (steered generation of
 Gemma 3 270M in `bench/steering.py` on a quiet machine: 1.12x faster on the float32 twin, 1.92x on the bfloat16
-twin; docs/design.md). A residual stream is just the input or output of a decoder layer, so a PyTorch hook on the twin's
-layer does what the bridge's hook point does. The twin holds the bridge's own weights (its state dict with the
+twin; docs/design.md). A residual stream is just the input or output of a decoder layer, so a PyTorch hook on the
+twin's layer does what the bridge's hook point does. The twin holds the bridge's own weights (its state dict with the
 bridge's wrappers taken off), in the model's dtype unless asked otherwise, and is rebuilt when the bridge's
 weights change. Anything else falls back to the bridge: another hook, or a bridge with hooks of its own attached.
 """
